@@ -1,0 +1,34 @@
+"""Bridge errors. Each subclass says what to do with the message that caused it."""
+
+
+class BridgeError(Exception):
+    """Root of the bridge's errors."""
+
+
+class DeadLetter(BridgeError):
+    """The message can never be handled: dead-letter it with `reason`, then acknowledge it."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+class RetryLater(BridgeError):
+    """A dependency (Temporal, the bus) is unavailable: keep the message, back off, retry."""
+
+
+class TransportError(BridgeError):
+    """The bus failed in a way a retry may fix (connection lost, broker unavailable)."""
+
+
+class DeadLetterReason:
+    """The `dlq_reason` header values; on NATS also the last token of the DLQ subject."""
+
+    INVALID_CLOUDEVENT = "invalid-cloudevent"
+    UNKNOWN_TYPE = "unknown-type"
+    INVALID_DATA = "invalid-data"
+    TOO_LARGE = "too-large"
+    UNKNOWN_APPROVAL = "unknown-approval"
+    TASK_NOT_RUNNING = "task-not-running"
+    APPROVER_NOT_ALLOWED = "approver-not-allowed"

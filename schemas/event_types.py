@@ -1,0 +1,35 @@
+"""CloudEvent type names of the wire contract (../shared/CONTRACT.md, "Event types")."""
+
+from enum import StrEnum
+
+
+class EventType(StrEnum):
+    # Inbound
+    EXECUTION_REQUESTED = "agent.execution.requested"
+    CANCEL_REQUESTED = "agent.execution.cancel.requested"
+    APPROVAL_REPLIED = "agent.tool.approval.replied"
+    # Outbound, in the order a task produces them
+    EXECUTION_STARTED = "agent.execution.started"
+    LLM_RESPONDED = "agent.llm.responded"
+    APPROVAL_REQUESTED = "agent.tool.approval.requested"
+    APPROVAL_RESOLVED = "agent.tool.approval.resolved"
+    TOOL_COMPLETED = "agent.tool.completed"
+    EXECUTION_COMPLETED = "agent.execution.completed"
+    EXECUTION_FAILED = "agent.execution.failed"
+    EXECUTION_CANCELLED = "agent.execution.cancelled"
+
+
+INBOUND_TYPES = frozenset(
+    {EventType.EXECUTION_REQUESTED, EventType.CANCEL_REQUESTED, EventType.APPROVAL_REPLIED}
+)
+TERMINAL_TYPES = frozenset(
+    {EventType.EXECUTION_COMPLETED, EventType.EXECUTION_FAILED, EventType.EXECUTION_CANCELLED}
+)
+
+WORKFLOW_ID_PREFIX = "agent-execution-"
+WORKFLOW_TYPE = "AgentExecutionWorkflow"
+
+
+def workflow_id_for(task_id: str) -> str:
+    """The Temporal workflow id of a task, fixed by the contract."""
+    return f"{WORKFLOW_ID_PREFIX}{task_id}"

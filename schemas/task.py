@@ -1,0 +1,143 @@
+"""Inputs and outputs of the agent workflow, its activities, signals, updates and queries.
+
+One model in and one out for each, so fields can be added compatibly.
+"""
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from .conversation import AssistantMessage, ChatMessage, ToolCall, ToolSpec, Usage
+from .requests import ExecutionRequested, ModelSelection
+
+BusName = Literal["kafka", "nats"]
+
+
+class EventRoute(BaseModel):
+    """Where a task's events go, and what ties them to the request that started it."""
+
+    bus: BusName
+    events_destination: str
+    approvals_destination: str
+    approval_replies_destination: str
+    traceparent: str | None = None
+    tracestate: str | None = None
+
+
+class ApprovalPolicy(BaseModel):
+    """Which of a task's tools need a human's approval, and what happens when nobody answers."""
+
+    tools: list[str] = Field(default_factory=list)
+    timeout_seconds: float = 3600
+    approve_on_timeout: bool = False
+
+
+class AgentTaskInput(BaseModel):
+    """Workflow input. The `carried_*` fields are set only when the task continues as new."""
+
+    request: ExecutionRequested
+    route: EventRoute
+    carried_sequence: int = 0
+    carried_iteration: int = 0
+    carried_messages: list[ChatMessage] | None = None
+    carried_usage: Usage = Field(default_factory=Usage)
+
+
+TaskState = Literal["running", "awaiting_approval", "completed", "failed", "cancelled"]
+
+
+class PendingApproval(BaseModel):
+    approval_id: str
+    tool_call: ToolCall
+    expires_at: datetime
+
+
+class TaskStatus(BaseModel):
+    """Answer of the workflow's `status` query."""
+
+    task_id: str
+    state: TaskState
+    iteration: int
+    pending_approvals: list[PendingApproval] = Field(default_factory=list)
+    final_message: str | None = None
+    error: str | None = None
+
+
+class ApprovalDecision(BaseModel):
+    """Input of the workflow's `resolve_approval` update: one reply to one approval."""
+
+    approval_id: str
+    approved: bool
+    approver: str | None = None
+    reason: str | None = None
+    arguments: dict[str, Any] | None = None
+
+
+class ApprovalOutcome(BaseModel):
+    """Result of `resolve_approval`: whether this reply decided the approval."""
+
+    applied: bool
+    detail: str = ""
+
+
+class TaskResult(BaseModel):
+    """Workflow result: how the task ended."""
+
+    task_id: str
+    state: Literal["completed", "failed", "cancelled"]
+    final_message: str | None = None
+    iterations: int = 0
+    usage: Usage = Field(default_factory=Usage)
+    error_type: str | None = None
+
+
+class LlmCallInput(BaseModel):
+    task_id: str
+    selection: ModelSelection
+    system_prompt: str | None = None
+    messages: list[ChatMessage]
+    tools: list[ToolSpec] = Field(default_factory=list)
+
+
+class LlmCallResult(BaseModel):
+    message: AssistantMessage
+    usage: Usage = Field(default_factory=Usage)
+    provider: str
+    model: str
+    truncated: bool = False
+
+
+class ToolCallInput(BaseModel):
+    task_id: str
+    tool_call: ToolCall
+
+
+class ToolCallResult(BaseModel):
+    result: Any = None
+    error: str | None = None
+    truncated: bool = False
+
+
+class ToolCatalogInput(BaseModel):
+    """Which tools a task asked for (`None`: every configured tool)."""
+
+    names: list[str] | None = None
+    require_approval: bool | list[str] = False
+
+
+class ToolCatalog(BaseModel):
+    tools: list[ToolSpec]
+    approval: ApprovalPolicy
+
+
+class PublishInput(BaseModel):
+    """One outbound event, fully determined by the workflow so a retry publishes the same bytes."""
+
+    route: EventRoute
+    event_type: str
+    event_id: str
+    task_id: str
+    sequence: int
+    time: datetime
+    data: dict[str, Any]
