@@ -32,3 +32,5 @@ class DeadLetterReason:
     UNKNOWN_APPROVAL = "unknown-approval"
     TASK_NOT_RUNNING = "task-not-running"
     APPROVER_NOT_ALLOWED = "approver-not-allowed"
+    # The bridge failed on this message several times for a reason it could not classify.
+    INTERNAL_ERROR = "internal-error"

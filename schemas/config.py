@@ -48,6 +48,22 @@ class KafkaSettings(StrictModel):
     topic_replication_factor: int = Field(default=1, ge=1)
     create_topics: bool = True
     topics: KafkaTopics = Field(default_factory=KafkaTopics)
+    # The idempotent producer needs broker support (InitProducerId) that some
+    # Kafka-compatible brokers, tansu among them, lack; on real Kafka it may be turned on.
+    idempotent_producer: bool = False
+    # Consumer group liveness. Brokers hold a join until about half the session timeout, so
+    # a smaller one starts consuming sooner (tests); Kafka enforces at least 6000 by default.
+    session_timeout_ms: int = Field(default=10_000, ge=1)
+    heartbeat_interval_ms: int = Field(default=3_000, ge=1)
+    # Acked offsets are committed at most this often (and whenever the consumer idles).
+    commit_interval_ms: int = Field(default=500, ge=1)
+
+    @model_validator(mode="after")
+    def _heartbeat_within_session(self) -> "KafkaSettings":
+        if self.heartbeat_interval_ms >= self.session_timeout_ms:
+            msg = "bus.kafka.heartbeat_interval_ms must be less than session_timeout_ms"
+            raise ValueError(msg)
+        return self
 
 
 class NatsSubjects(StrictModel):
@@ -128,13 +144,30 @@ ProviderKind = Literal["anthropic", "openai", "azure_openai", "scripted"]
 
 
 class ScriptedTurn(StrictModel):
-    """One reply of the scripted provider: text, tool calls, or an error to raise."""
+    """One reply of the scripted provider: text, tool calls, or an error to raise.
+
+    `tool_calls` items are `{"name": ..., "arguments": {...}}`. `{user_message}` and
+    `{last_tool_result}` in `text` and in argument strings are filled in from the conversation.
+    """
 
     text: str = ""
     tool_calls: list[dict[str, Any]] = Field(default_factory=list)
-    error: Literal["rate_limited", "unavailable", "authentication", "model_not_found"] | None = (
-        None
-    )
+    error: (
+        Literal[
+            "rate_limited",
+            "unavailable",
+            "authentication",
+            "model_not_found",
+            "context_too_long",
+            "invalid_request",
+        ]
+        | None
+    ) = None
+    # The wait the error asks for (a 429's Retry-After), used as Temporal's next retry delay.
+    retry_after: float | None = Field(default=None, gt=0)
+    # Raise `error` only on the first N attempts of this call, then reply with the turn's text
+    # and tool calls: a failure that a retry heals. None: every attempt fails.
+    error_attempts: int | None = Field(default=None, ge=1)
 
 
 class ProviderSettings(StrictModel):
@@ -151,10 +184,19 @@ class ProviderSettings(StrictModel):
     scripts: dict[str, list[ScriptedTurn]] = Field(default_factory=dict)
 
 
+def _default_providers() -> list[ProviderSettings]:
+    return [
+        ProviderSettings(name="scripted", kind="scripted"),
+        ProviderSettings(name="anthropic", kind="anthropic", api_key_env="ANTHROPIC_API_KEY"),
+        ProviderSettings(name="openai", kind="openai", api_key_env="OPENAI_API_KEY"),
+    ]
+
+
 class LlmSettings(StrictModel):
+    # The scripted provider needs no key, so a fresh install runs its demo as it is.
     default_provider: str = "scripted"
     default_model: str = "demo"
-    providers: list[ProviderSettings] = Field(default_factory=list)
+    providers: list[ProviderSettings] = Field(default_factory=_default_providers)
 
     @model_validator(mode="after")
     def _unique_names(self) -> "LlmSettings":
@@ -178,6 +220,21 @@ class ToolSettings(StrictModel):
     parameters: dict[str, Any] | None = None
     require_approval: bool = False
     timeout_seconds: float | None = Field(default=None, gt=0)
+    # Keyword arguments bound when the tool is created (e.g. a directory, a base URL).
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+def _default_tools() -> list[ToolSettings]:
+    return [
+        ToolSettings(name="calculator"),
+        ToolSettings(name="current_time"),
+        # Writes to disk on the worker: the kind of side effect a person approves.
+        ToolSettings(
+            name="save_note",
+            require_approval=True,
+            options={"directory": ".temporal-executor/notes"},
+        ),
+    ]
 
 
 class LoggingSettings(StrictModel):
@@ -191,7 +248,5 @@ class Settings(StrictModel):
     bridge: BridgeSettings = Field(default_factory=BridgeSettings)
     executor: ExecutorSettings = Field(default_factory=ExecutorSettings)
     llm: LlmSettings = Field(default_factory=LlmSettings)
-    tools: list[ToolSettings] = Field(default_factory=list)
+    tools: list[ToolSettings] = Field(default_factory=_default_tools)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
-
-

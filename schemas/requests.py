@@ -1,6 +1,6 @@
 """Inbound event data: what producers and approval bots put on the bus."""
 
-from typing import Any, Annotated
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 

@@ -9,6 +9,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from .conversation import AssistantMessage, ChatMessage, ToolCall, ToolSpec, Usage
+from .events import ErrorInfo
 from .requests import ExecutionRequested, ModelSelection
 
 BusName = Literal["kafka", "nats"]
@@ -119,16 +120,22 @@ class ToolCallResult(BaseModel):
     truncated: bool = False
 
 
-class ToolCatalogInput(BaseModel):
-    """Which tools a task asked for (`None`: every configured tool)."""
+class TaskPlan(BaseModel):
+    """What the worker's config makes of a request: resolved once per task by an activity,
+    so the workflow itself reads no config and stays deterministic."""
 
-    names: list[str] | None = None
-    require_approval: bool | list[str] = False
-
-
-class ToolCatalog(BaseModel):
+    selection: ModelSelection
     tools: list[ToolSpec]
     approval: ApprovalPolicy
+    max_iterations: int
+    llm_timeout_seconds: float
+    llm_max_attempts: int
+    tool_timeout_seconds: float
+    tool_max_attempts: int
+    publish_timeout_seconds: float
+    continue_as_new_after_events: int
+    # A problem with the request that config reveals (an unknown tool): fail the task.
+    error: ErrorInfo | None = None
 
 
 class PublishInput(BaseModel):

@@ -1,0 +1,105 @@
+"""Feeds a transport's deliveries to the router: concurrently across tasks, in order within one.
+
+Messages with the same ordering key (the Kafka key, which producers set to the task id,
+or the NATS subject, which ends in it) are handled one after another; different keys run
+concurrently, at most `max_in_flight` at once. A message is acknowledged only once it is
+handled or dead-lettered. While Temporal or the bus is down the message is retried with
+exponential backoff and not acknowledged, so nothing is lost and nothing is dead-lettered
+for an outage.
+"""
+
+import asyncio
+import functools
+import logging
+import random
+
+from temporal_executor.schemas.config import BridgeSettings
+
+from .errors import DeadLetterReason, RetryLater, TransportError
+from .router import Router
+from .transport import Delivery, InboundMessage, Transport
+
+log = logging.getLogger(__name__)
+
+MAX_UNEXPECTED_FAILURES = 5
+
+
+def ordering_key(message: InboundMessage) -> str:
+    if message.key:
+        return f"{message.source}\0{message.key!r}"
+    return f"{message.source}\0{message.partition}"
+
+
+class Dispatcher:
+    def __init__(self, transport: Transport, router: Router, settings: BridgeSettings) -> None:
+        self._transport = transport
+        self._router = router
+        self._settings = settings
+        self._slots = asyncio.Semaphore(settings.max_in_flight)
+        self._lanes: dict[str, asyncio.Task[None]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def run(self) -> None:
+        """Consume until this task is cancelled (or the transport closed), then drain."""
+        try:
+            async for delivery in self._transport.consume():
+                await self._slots.acquire()
+                key = ordering_key(delivery.message)
+                previous = self._lanes.get(key)
+                task = asyncio.create_task(self._after(previous, delivery))
+                self._lanes[key] = task
+                self._tasks.add(task)
+                task.add_done_callback(functools.partial(self._done, key=key))
+        except asyncio.CancelledError:
+            log.info("dispatcher stopping", extra={"in_flight": len(self._tasks)})
+        finally:
+            await self.drain()
+
+    async def drain(self) -> None:
+        """Let in-flight messages finish, so their acks happen before the transport closes."""
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def _done(self, task: asyncio.Task[None], key: str) -> None:
+        self._tasks.discard(task)
+        self._slots.release()
+        if self._lanes.get(key) is task:
+            del self._lanes[key]
+
+    async def _after(self, previous: asyncio.Task[None] | None, delivery: Delivery) -> None:
+        if previous is not None:
+            # Wait for the key's earlier message; its outcome does not matter here.
+            await asyncio.gather(previous, return_exceptions=True)
+        await self._handle_until_done(delivery)
+
+    async def _handle_until_done(self, delivery: Delivery) -> None:
+        delay = self._settings.retry_initial_seconds
+        unexpected_failures = 0
+        last_error = ""
+        while True:
+            try:
+                if unexpected_failures >= MAX_UNEXPECTED_FAILURES:
+                    await self._transport.dead_letter(
+                        delivery.message, DeadLetterReason.INTERNAL_ERROR, last_error
+                    )
+                else:
+                    await self._router.handle(self._transport, delivery.message)
+                await delivery.ack()
+                return
+            except (RetryLater, TransportError) as exc:
+                log.warning(
+                    "dependency unavailable; will retry the message",
+                    extra={"error": str(exc), "retry_in_seconds": round(delay, 2)},
+                )
+            except Exception as exc:
+                # Probably a bug: retry a few times in case it is a passing fault, then
+                # dead-letter the message so it neither blocks its partition nor is lost.
+                unexpected_failures += 1
+                last_error = f"{type(exc).__name__}: {exc}"
+                log.exception(
+                    "unexpected error handling a message",
+                    extra={"source": delivery.message.source},
+                )
+            await delivery.keep_alive()
+            await asyncio.sleep(delay * random.uniform(0.8, 1.2))
+            delay = min(delay * 2, self._settings.retry_max_seconds)

@@ -1,0 +1,251 @@
+"""The Kafka transport (aiokafka). Nothing outside `kafka_transport` and its `_kafka_*`
+helpers imports aiokafka.
+
+Topics per the contract's "Names" (`bus.kafka.topics`), created at `start()` when missing.
+Publishing waits for `acks="all"`. Consuming (`_kafka_consumer`) starts with the first
+`consume()`, so a process that only publishes (the worker, the CLI) never joins the group.
+"""
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError, MessageSizeTooLargeError
+from aiokafka.helpers import create_ssl_context
+
+from temporal_executor.schemas.cloudevent import CloudEvent
+from temporal_executor.schemas.config import BusSettings
+from temporal_executor.schemas.task import BusName
+
+from ._kafka_consumer import KafkaConsumerLoop, KafkaDelivery
+from ._kafka_watch import KafkaWatch
+from ._transport_common import Backoff, InFlight, check_size, dead_letter_headers
+from .cloudevents_codec import decode_kafka, encode_kafka
+from .errors import TransportError
+from .transport import Delivery, InboundMessage, MessageTooLarge, Watch
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+LINGER_MS = 5  # a little batching for bursts, without delaying a lone event noticeably
+TOPIC_ALREADY_EXISTS = 36
+CLOSE_TIMEOUT_SECONDS = 10.0
+
+
+class KafkaTransport:
+    def __init__(
+        self,
+        settings: BusSettings,
+        *,
+        max_in_flight: int = 64,
+        connect_timeout_seconds: float = 30.0,
+    ) -> None:
+        self._settings = settings
+        self._kafka = settings.kafka
+        self._connect_timeout = connect_timeout_seconds
+        self._in_flight = InFlight(max_in_flight)
+        self._queue: asyncio.Queue[KafkaDelivery | None] = asyncio.Queue()
+        self._stopping = asyncio.Event()
+        self._producer: Any = None
+        self._consume_task: asyncio.Task[None] | None = None
+        self._watches: set[Watch] = set()
+        self._closed = False
+
+    @property
+    def bus(self) -> BusName:
+        return "kafka"
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self._kafka.create_topics:
+            await self._connecting("create topics", self._create_topics)
+        self._producer = await self._connecting("start producer", self._start_producer)
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._stopping.set()
+        if self._consume_task is not None:
+            try:
+                await asyncio.wait_for(self._consume_task, CLOSE_TIMEOUT_SECONDS)
+            except TimeoutError:
+                log.warning("kafka consumer did not stop in time; cancelled")
+        self._queue.put_nowait(None)
+        for watch in list(self._watches):
+            await watch.aclose()
+        if self._producer is not None:
+            await self._producer.stop()  # sends what is still buffered first
+
+    def _client_kwargs(self) -> dict[str, Any]:
+        kafka = self._kafka
+        kwargs: dict[str, Any] = {
+            "bootstrap_servers": kafka.bootstrap_servers,
+            "client_id": kafka.client_id,
+            "security_protocol": kafka.security_protocol,
+        }
+        if kafka.security_protocol in ("SSL", "SASL_SSL"):
+            kwargs["ssl_context"] = create_ssl_context()
+        if kafka.sasl_mechanism is not None:
+            kwargs["sasl_mechanism"] = kafka.sasl_mechanism
+            kwargs["sasl_plain_username"] = _env(kafka.sasl_username_env, "sasl_username_env")
+            kwargs["sasl_plain_password"] = _env(kafka.sasl_password_env, "sasl_password_env")
+        return kwargs
+
+    async def _connecting(self, what: str, attempt: Callable[[], Awaitable[T]]) -> T:
+        """Retry `attempt` with backoff while the broker is unreachable, up to the timeout."""
+        deadline = time.monotonic() + self._connect_timeout
+        backoff = Backoff()
+        while True:
+            try:
+                return await attempt()
+            except KafkaError as exc:
+                if time.monotonic() >= deadline:
+                    msg = f"Kafka at {self._kafka.bootstrap_servers}: cannot {what}: {exc}"
+                    raise TransportError(msg) from exc
+                log.warning("kafka: cannot %s (%s); retrying", what, exc)
+                await backoff.wait(self._stopping)
+
+    async def _create_topics(self) -> None:
+        # Explicitly, before anything asks for metadata: brokers that auto-create topics on
+        # a metadata request would otherwise create them with their default partitions.
+        topics = self._kafka.topics
+        names = [topics.requests, topics.approval_replies, topics.events, topics.approvals]
+        names.append(topics.dlq)
+        admin = AIOKafkaAdminClient(**self._client_kwargs())
+        try:
+            await admin.start()
+            response = await admin.create_topics(
+                [
+                    NewTopic(
+                        name,
+                        self._kafka.topic_partitions,
+                        self._kafka.topic_replication_factor,
+                    )
+                    for name in names
+                ]
+            )
+        finally:
+            await admin.close()
+        for topic, code, message in response.topic_errors:
+            if code not in (0, TOPIC_ALREADY_EXISTS):
+                msg = f"cannot create Kafka topic {topic!r}: error {code} {message}"
+                raise TransportError(msg)
+
+    async def _start_producer(self) -> Any:
+        producer = AIOKafkaProducer(
+            acks="all",
+            enable_idempotence=self._kafka.idempotent_producer,
+            linger_ms=LINGER_MS,
+            # Room for a dead letter: the original message plus the dlq_* headers.
+            max_request_size=self._settings.max_message_bytes + 64 * 1024,
+            **self._client_kwargs(),
+        )
+        try:
+            await producer.start()
+        except BaseException:
+            await producer.stop()
+            raise
+        return producer
+
+    # -- names -----------------------------------------------------------------------
+
+    def requests_destination(self, task_id: str | None) -> str:
+        return self._kafka.topics.requests
+
+    def approval_replies_destination(self, task_id: str | None) -> str:
+        return self._kafka.topics.approval_replies
+
+    def events_destination(self, task_id: str | None) -> str:
+        return self._kafka.topics.events
+
+    def approvals_destination(self, task_id: str | None) -> str:
+        return self._kafka.topics.approvals
+
+    def dead_letter_destination(self, reason: str | None) -> str:
+        return self._kafka.topics.dlq
+
+    # -- publishing ------------------------------------------------------------------
+
+    def decode(self, message: InboundMessage) -> CloudEvent:
+        return decode_kafka(message)
+
+    async def publish(self, destination: str, event: CloudEvent) -> None:
+        encoded = encode_kafka(event, self._settings.content_mode)
+        check_size(destination, encoded, self._settings.max_message_bytes)
+        await self.publish_raw(destination, encoded.key, encoded.value, encoded.headers)
+
+    async def publish_raw(
+        self, destination: str, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]]
+    ) -> None:
+        if self._producer is None:
+            msg = "KafkaTransport.start() was not called (or close() was)"
+            raise TransportError(msg)
+        try:
+            await self._producer.send_and_wait(destination, value=value, key=key, headers=headers)
+        except MessageSizeTooLargeError as exc:
+            msg = f"Kafka rejected a {len(value)}-byte message for {destination!r}: {exc}"
+            raise MessageTooLarge(msg) from exc
+        except KafkaError as exc:
+            msg = f"publishing to Kafka topic {destination!r} failed: {exc}"
+            raise TransportError(msg) from exc
+
+    async def dead_letter(self, message: InboundMessage, reason: str, error: str) -> None:
+        headers = dead_letter_headers(message, reason, error)
+        destination = self.dead_letter_destination(reason)
+        try:
+            await self.publish_raw(destination, message.key, message.value, headers)
+        except MessageTooLarge:
+            # It cannot be forwarded whole; forward the record of it so the partition moves on.
+            omitted = [*headers, ("dlq_value_omitted", str(len(message.value)).encode())]
+            await self.publish_raw(destination, message.key, b"", omitted)
+        log.warning(
+            "dead-lettered a message",
+            extra={"source": message.source, "reason": reason, "error": error},
+        )
+
+    # -- consuming -------------------------------------------------------------------
+
+    async def consume(self) -> AsyncIterator[Delivery]:
+        if self._consume_task is None and not self._closed:
+            loop = KafkaConsumerLoop(
+                self._kafka, self._client_kwargs(), self._in_flight, self._queue, self._stopping
+            )
+            self._consume_task = asyncio.create_task(loop.run(), name="kafka-consume")
+        while True:
+            delivery = await self._queue.get()
+            if delivery is None:
+                self._queue.put_nowait(None)  # so every other iterator ends too
+                return
+            if not delivery.stale:
+                yield delivery
+
+    # -- watching --------------------------------------------------------------------
+
+    def watch(self, destination: str, *, from_start: bool) -> Watch:
+        watch = KafkaWatch(
+            self._client_kwargs(),
+            destination,
+            from_start=from_start,
+            fetch_max_wait_ms=self._kafka.fetch_max_wait_ms,
+            on_close=self._watches.discard,
+        )
+        self._watches.add(watch)
+        return watch
+
+
+def _env(name: str | None, key: str) -> str:
+    if name is None:
+        msg = f"bus.kafka.sasl_mechanism is set but bus.kafka.{key} is not"
+        raise TransportError(msg)
+    value = os.environ.get(name)
+    if value is None:
+        msg = f"bus.kafka.{key} names {name!r}, which is not set in the environment"
+        raise TransportError(msg)
+    return value

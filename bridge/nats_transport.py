@@ -1,0 +1,257 @@
+"""The NATS JetStream transport (nats-py). Nothing outside `nats_transport` and its
+`_nats_*` helpers imports nats.
+
+Streams and subjects per the contract's "Names" (`bus.nats`), streams created at `start()`
+when missing. Publishing goes through JetStream, so it returns once the stream stored the
+message. Consuming (`_nats_consumer`) starts with the first `consume()`. nats-py reconnects
+by itself, forever; the consume loops log and back off meanwhile.
+"""
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TypeVar
+
+import nats
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client as NatsClient
+from nats.js import JetStreamContext
+
+from temporal_executor.schemas.cloudevent import CloudEvent
+from temporal_executor.schemas.config import BusSettings
+from temporal_executor.schemas.task import BusName
+
+from ._nats_consumer import NatsConsumerLoops, NatsDelivery
+from ._nats_watch import NatsWatch
+from ._transport_common import Backoff, check_size, dead_letter_headers
+from .cloudevents_codec import decode_nats, encode_nats
+from .errors import TransportError
+from .transport import Delivery, InboundMessage, MessageTooLarge, Watch
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+CLIENT_NAME = "temporal-executor"
+
+
+class NatsTransport:
+    def __init__(
+        self,
+        settings: BusSettings,
+        *,
+        max_in_flight: int = 64,
+        connect_timeout_seconds: float = 30.0,
+    ) -> None:
+        self._settings = settings
+        self._nats = settings.nats
+        self._connect_timeout = connect_timeout_seconds
+        if max_in_flight < 1:
+            msg = f"max_in_flight must be at least 1, not {max_in_flight}"
+            raise ValueError(msg)
+        self._max_in_flight = max_in_flight
+        self._queue: asyncio.Queue[NatsDelivery | None] = asyncio.Queue()
+        self._stopping = asyncio.Event()
+        self._nc: NatsClient | None = None
+        self._js: JetStreamContext | None = None
+        self._consumers: NatsConsumerLoops | None = None
+        self._watches: set[Watch] = set()
+        self._closed = False
+
+    @property
+    def bus(self) -> BusName:
+        return "nats"
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._nc = await self._connecting("connect", self._connect)
+        self._js = self._nc.jetstream()
+        if self._nats.create_streams:
+            await self._connecting("create streams", self._create_streams)
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._stopping.set()
+        if self._consumers is not None:
+            await self._consumers.stop()
+        self._queue.put_nowait(None)
+        for watch in list(self._watches):
+            await watch.aclose()
+        if self._nc is not None and not self._nc.is_closed:
+            try:
+                await self._nc.drain()  # flushes pending publishes and acks, then closes
+            except (nats.errors.Error, TimeoutError) as exc:
+                log.warning("nats drain: %s", exc)
+                await self._nc.close()
+
+    async def _connect(self) -> NatsClient:
+        # nats-py applies max_reconnect_attempts to the first connection too, where -1 would
+        # retry forever inside `connect`; so connect with few attempts (`_connecting` retries
+        # until its deadline), and only then reconnect forever: the consume loops wait it out.
+        nc = await nats.connect(
+            self._nats.url,
+            name=CLIENT_NAME,
+            max_reconnect_attempts=1,
+            reconnect_time_wait=1,
+            error_cb=self._on_error,
+            disconnected_cb=self._on_disconnected,
+            reconnected_cb=self._on_reconnected,
+        )
+        nc.options["max_reconnect_attempts"] = -1
+        return nc
+
+    async def _connecting(self, what: str, attempt: Callable[[], Awaitable[T]]) -> T:
+        deadline = time.monotonic() + self._connect_timeout
+        backoff = Backoff()
+        while True:
+            try:
+                return await attempt()
+            except (OSError, nats.errors.Error) as exc:
+                if time.monotonic() >= deadline:
+                    msg = f"NATS at {self._nats.url}: cannot {what}: {exc}"
+                    raise TransportError(msg) from exc
+                log.warning("nats: cannot %s (%s); retrying", what, exc)
+                await backoff.wait(self._stopping)
+
+    async def _on_error(self, exc: Exception) -> None:
+        log.warning("nats: %r", exc)
+
+    async def _on_disconnected(self) -> None:
+        if not self._closed:
+            log.warning("nats: disconnected from %s; reconnecting", self._nats.url)
+
+    async def _on_reconnected(self) -> None:
+        log.info("nats: reconnected")
+
+    def _streams(self) -> list[tuple[str, str]]:
+        streams, subjects = self._nats.streams, self._nats.subjects
+        return [
+            (streams.requests, subjects.requests),
+            (streams.approval_replies, subjects.approval_replies),
+            (streams.events, subjects.events),
+            (streams.approvals, subjects.approvals),
+            (streams.dlq, subjects.dlq),
+        ]
+
+    async def _create_streams(self) -> None:
+        js = self._jetstream()
+        for name, prefix in self._streams():
+            try:
+                await js.stream_info(name)
+                continue
+            except nats.js.errors.NotFoundError:
+                pass
+            try:
+                await js.add_stream(name=name, subjects=[f"{prefix}.>"])
+            except nats.js.errors.BadRequestError as exc:
+                msg = f"cannot create JetStream stream {name!r} on {prefix}.>: {exc}"
+                raise TransportError(msg) from exc
+            log.info("created JetStream stream %s on %s.>", name, prefix)
+
+    def _jetstream(self) -> JetStreamContext:
+        if self._js is None:
+            msg = "NatsTransport.start() was not called"
+            raise TransportError(msg)
+        return self._js
+
+    # -- names -----------------------------------------------------------------------
+
+    def _subject(self, prefix: str, token: str | None) -> str:
+        return f"{prefix}.{token if token is not None else '>'}"
+
+    def requests_destination(self, task_id: str | None) -> str:
+        return self._subject(self._nats.subjects.requests, task_id)
+
+    def approval_replies_destination(self, task_id: str | None) -> str:
+        return self._subject(self._nats.subjects.approval_replies, task_id)
+
+    def events_destination(self, task_id: str | None) -> str:
+        return self._subject(self._nats.subjects.events, task_id)
+
+    def approvals_destination(self, task_id: str | None) -> str:
+        return self._subject(self._nats.subjects.approvals, task_id)
+
+    def dead_letter_destination(self, reason: str | None) -> str:
+        return self._subject(self._nats.subjects.dlq, reason)
+
+    def _stream_of(self, subject: str) -> str | None:
+        """Our stream that stores `subject`; None lets JetStream look it up."""
+        for name, prefix in self._streams():
+            if subject.startswith(f"{prefix}."):
+                return name
+        return None
+
+    # -- publishing ------------------------------------------------------------------
+
+    def decode(self, message: InboundMessage) -> CloudEvent:
+        return decode_nats(message)
+
+    async def publish(self, destination: str, event: CloudEvent) -> None:
+        encoded = encode_nats(event, self._settings.content_mode)
+        check_size(destination, encoded, self._settings.max_message_bytes)
+        await self.publish_raw(destination, None, encoded.value, encoded.headers)
+
+    async def publish_raw(
+        self, destination: str, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]]
+    ) -> None:
+        """`key` is ignored: NATS messages have none (the subject carries the task id)."""
+        js = self._jetstream()
+        # nats-py takes one string per header name; these came from NATS or from our codec.
+        header_map = {name: raw.decode("utf-8", "backslashreplace") for name, raw in headers}
+        try:
+            await js.publish(destination, value, headers=header_map or None)
+        except nats.errors.MaxPayloadError as exc:
+            msg = f"NATS rejected a {len(value)}-byte message for {destination!r} (max_payload)"
+            raise MessageTooLarge(msg) from exc
+        except nats.js.errors.NoStreamResponseError as exc:
+            msg = f"no JetStream stream stores subject {destination!r}"
+            raise TransportError(msg) from exc
+        except (nats.errors.Error, TimeoutError) as exc:
+            msg = f"publishing to NATS subject {destination!r} failed: {exc!r}"
+            raise TransportError(msg) from exc
+
+    async def dead_letter(self, message: InboundMessage, reason: str, error: str) -> None:
+        headers = dead_letter_headers(message, reason, error)
+        destination = self.dead_letter_destination(reason)
+        try:
+            await self.publish_raw(destination, None, message.value, headers)
+        except MessageTooLarge:
+            # It cannot be forwarded whole; forward the record of it so the stream moves on.
+            omitted = [*headers, ("dlq_value_omitted", str(len(message.value)).encode())]
+            await self.publish_raw(destination, None, b"", omitted)
+        log.warning(
+            "dead-lettered a message",
+            extra={"source": message.source, "reason": reason, "error": error},
+        )
+
+    # -- consuming -------------------------------------------------------------------
+
+    async def consume(self) -> AsyncIterator[Delivery]:
+        if self._consumers is None and not self._closed:
+            self._consumers = NatsConsumerLoops(
+                self._nats, self._jetstream(), self._max_in_flight, self._queue
+            )
+        while True:
+            delivery = await self._queue.get()
+            if delivery is None:
+                self._queue.put_nowait(None)  # so every other iterator ends too
+                return
+            if not delivery.done:  # nak'ed at close
+                yield delivery
+
+    # -- watching --------------------------------------------------------------------
+
+    def watch(self, destination: str, *, from_start: bool) -> Watch:
+        watch = NatsWatch(
+            self._jetstream(),
+            destination,
+            self._stream_of(destination),
+            from_start=from_start,
+            on_close=self._watches.discard,
+        )
+        self._watches.add(watch)
+        return watch

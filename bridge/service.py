@@ -1,0 +1,78 @@
+"""The bridge process: one dispatcher per enabled bus, until told to stop."""
+
+import asyncio
+import logging
+from datetime import timedelta
+
+from temporalio.client import Client
+
+from temporal_executor.schemas.config import Settings
+
+from .dispatcher import Dispatcher
+from .router import Router
+from .temporal_connection import connect_temporal
+from .temporal_gateway import TemporalGateway
+from .transport import Transport
+from .transports import create_transport, enabled_buses
+
+log = logging.getLogger(__name__)
+
+
+async def connect_with_retry(settings: Settings, stop: asyncio.Event) -> Client | None:
+    """Wait for Temporal at start rather than crash-looping; None if stopped first."""
+    delay = settings.bridge.retry_initial_seconds
+    while not stop.is_set():
+        try:
+            return await connect_temporal(settings.temporal)
+        except RuntimeError as exc:  # the SDK's connection failure
+            log.warning(
+                "Temporal unreachable; retrying",
+                extra={"temporal": settings.temporal.host_port, "error": str(exc)},
+            )
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=delay)
+        except TimeoutError:
+            delay = min(delay * 2, settings.bridge.retry_max_seconds)
+    return None
+
+
+async def run_bridge(settings: Settings, stop: asyncio.Event, client: Client | None = None) -> None:
+    client = client or await connect_with_retry(settings, stop)
+    if client is None:
+        return
+    gateway = TemporalGateway(
+        client,
+        settings.temporal.task_queue,
+        rpc_timeout=timedelta(seconds=settings.bridge.rpc_timeout_seconds),
+    )
+    router = Router(gateway, settings)
+    transports: list[Transport] = [
+        create_transport(bus, settings.bus, max_in_flight=settings.bridge.max_in_flight)
+        for bus in enabled_buses(settings.bus)
+    ]
+    for transport in transports:
+        await transport.start()
+    dispatchers = [Dispatcher(t, router, settings.bridge) for t in transports]
+    runs = [
+        asyncio.create_task(d.run(), name=f"dispatch-{t.bus}")
+        for d, t in zip(dispatchers, transports, strict=True)
+    ]
+    log.info("bridge started", extra={"buses": [t.bus for t in transports]})
+    stopped = asyncio.create_task(stop.wait())
+    try:
+        await asyncio.wait([stopped, *runs], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        log.info("bridge stopping: finishing in-flight messages")
+        stopped.cancel()
+        # Stop fetching; each dispatcher then lets its in-flight messages finish and ack,
+        # and only then does its transport commit what was acknowledged and disconnect.
+        for run in runs:
+            run.cancel()
+        for run, outcome in zip(
+            runs, await asyncio.gather(*runs, return_exceptions=True), strict=True
+        ):
+            if isinstance(outcome, Exception):
+                log.error("dispatcher %s failed", run.get_name(), exc_info=outcome)
+        for transport in transports:
+            await transport.close()
+    log.info("bridge stopped")

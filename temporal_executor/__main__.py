@@ -1,0 +1,5 @@
+import sys
+
+from temporal_executor.cli import main
+
+sys.exit(main())

@@ -1,0 +1,180 @@
+"""The CLI's commands, each an async function returning the process exit code."""
+
+import asyncio
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from temporal_executor.bridge.service import run_bridge
+from temporal_executor.bridge.transport import Transport
+from temporal_executor.bridge.transports import create_transport
+from temporal_executor.bus_client import (
+    approval_reply_event,
+    cancel_event,
+    default_approver,
+    print_until_done,
+    request_event,
+    task_events,
+)
+from temporal_executor.processes import stop_on_signals
+from temporal_executor.schemas.cloudevent import CloudEvent
+from temporal_executor.schemas.config import Settings
+from temporal_executor.schemas.event_types import EventType
+from temporal_executor.schemas.requests import (
+    ApprovalReplied,
+    CancelRequested,
+    ExecutionRequested,
+    ModelSelection,
+)
+from temporal_executor.worker.service import run_worker
+
+DEMO_MESSAGE = "Work out 6 * 7 and save a note about it."
+
+
+async def worker(settings: Settings) -> int:
+    stop = asyncio.Event()
+    stop_on_signals(stop)
+    await run_worker(settings, stop)
+    return 0
+
+
+async def bridge(settings: Settings) -> int:
+    stop = asyncio.Event()
+    stop_on_signals(stop)
+    await run_bridge(settings, stop)
+    return 0
+
+
+async def dev(settings: Settings, data_dir: Path, *, demo: bool) -> int:
+    from temporal_executor.dev import run_dev
+
+    stop = asyncio.Event()
+    stop_on_signals(stop)
+    started: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    stack_run = asyncio.create_task(run_dev(settings, stop, data_dir=data_dir, after_start=started))
+    if demo:
+        await asyncio.wait([started, stack_run], return_when=asyncio.FIRST_COMPLETED)
+        if started.done():
+            await send(settings, DEMO_MESSAGE, task_id=_new_task_id(), follow=True)
+            print("Demo done. Press Ctrl-C to stop the stack.", flush=True)
+    await stack_run
+    return 0
+
+
+def _new_task_id() -> str:
+    return f"task-{uuid.uuid4().hex[:12]}"
+
+
+@asynccontextmanager
+async def _connected(settings: Settings) -> AsyncIterator[Transport]:
+    transport = create_transport(settings.bus.default, settings.bus)
+    await transport.start()
+    try:
+        yield transport
+    finally:
+        await transport.close()
+
+
+async def send(
+    settings: Settings,
+    message: str,
+    *,
+    task_id: str,
+    provider: str | None = None,
+    model: str | None = None,
+    tools: list[str] | None = None,
+    require_approval: bool = False,
+    follow: bool = False,
+) -> int:
+    selection = None
+    if provider or model:
+        selection = ModelSelection(
+            provider=provider or settings.llm.default_provider,
+            model=model or settings.llm.default_model,
+        )
+    request = ExecutionRequested(
+        task_id=task_id,
+        user_message=message,
+        llm=selection,
+        tools=tools,
+        require_approval=require_approval,
+    )
+    event = request_event(request)
+    async with _connected(settings) as transport:
+        if not follow:
+            await transport.publish(transport.requests_destination(task_id), event)
+            print(f"sent {EventType.EXECUTION_REQUESTED} for task {task_id}")
+            return 0
+        watched = transport.watch(transport.events_destination(task_id), from_start=False)
+        return await _follow(settings, transport, event, task_id, watched)
+
+
+async def _follow(
+    settings: Settings,
+    transport: Transport,
+    event: CloudEvent,
+    task_id: str,
+    watched: AsyncIterator[object],
+) -> int:
+    from temporal_executor.cli import approve_hint
+
+    await transport.publish(transport.requests_destination(task_id), event)
+    print(f"sent {EventType.EXECUTION_REQUESTED} for task {task_id}; following its events")
+    terminal = await print_until_done(
+        task_events(transport, task_id, watched),
+        sys.stdout,
+        lambda t, a: approve_hint(settings, t, a),
+    )
+    return 0 if terminal is not None and terminal.type == EventType.EXECUTION_COMPLETED else 1
+
+
+async def approve(
+    settings: Settings, task_id: str, approval_id: str, *, approved: bool, reason: str | None
+) -> int:
+    reply = ApprovalReplied(
+        task_id=task_id,
+        approval_id=approval_id,
+        approved=approved,
+        approver=default_approver(),
+        reason=reason,
+    )
+    async with _connected(settings) as transport:
+        destination = transport.approval_replies_destination(task_id)
+        await transport.publish(destination, approval_reply_event(reply))
+    verdict = "approved" if approved else "denied"
+    print(f"{verdict} {approval_id} of task {task_id} (sent to {destination})")
+    return 0
+
+
+async def cancel(settings: Settings, task_id: str, *, reason: str | None) -> int:
+    async with _connected(settings) as transport:
+        await transport.publish(
+            transport.requests_destination(task_id),
+            cancel_event(CancelRequested(task_id=task_id, reason=reason)),
+        )
+    print(f"asked to cancel task {task_id}")
+    return 0
+
+
+async def events(settings: Settings, task_id: str | None, *, from_start: bool) -> int:
+    from temporal_executor.cli import approve_hint
+
+    stop = asyncio.Event()
+    stop_on_signals(stop)
+    async with _connected(settings) as transport:
+        watched = transport.watch(transport.events_destination(task_id), from_start=from_start)
+        printing = asyncio.create_task(
+            print_until_done(
+                task_events(transport, task_id, watched),
+                sys.stdout,
+                lambda t, a: approve_hint(settings, t, a),
+                stop_at_terminal=False,
+            )
+        )
+        await asyncio.wait(
+            [printing, asyncio.create_task(stop.wait())], return_when=asyncio.FIRST_COMPLETED
+        )
+        printing.cancel()
+    return 0

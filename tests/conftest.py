@@ -1,0 +1,64 @@
+"""Shared fixtures, grouped by subject. Add yours as a new group below; keep each small."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+
+from temporal_executor.embedded_stack import EmbeddedStack
+
+from .harness import ServiceHarness, service_settings
+
+# -- Real servers: one embedded stack for the whole session ---------------------------
+# Temporal (headless), NATS JetStream and a Kafka-compatible broker on free ports. Set
+# TEMPORAL_ADDRESS, NATS_URL or KAFKA_BOOTSTRAP_SERVERS to use an external server instead.
+
+
+@pytest.fixture(scope="session")
+async def embedded_stack() -> AsyncIterator[EmbeddedStack]:
+    async with EmbeddedStack(("temporal", "nats", "kafka"), headless=True) as stack:
+        yield stack
+
+
+@pytest.fixture(scope="session")
+def temporal_address(embedded_stack: EmbeddedStack) -> str:
+    return embedded_stack.temporal_address
+
+
+@pytest.fixture(scope="session")
+def nats_url(embedded_stack: EmbeddedStack) -> str:
+    return embedded_stack.nats_url
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(embedded_stack: EmbeddedStack) -> str:
+    return embedded_stack.kafka_bootstrap
+
+
+@pytest.fixture(scope="session")
+async def temporal_client(temporal_address: str) -> Client:
+    return await Client.connect(temporal_address, data_converter=pydantic_data_converter)
+
+
+# -- The service: bridge + worker in this process, on the session's servers -----------
+
+
+@pytest.fixture(scope="session")
+async def service(
+    embedded_stack: EmbeddedStack,
+    temporal_client: Client,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> AsyncIterator[ServiceHarness]:
+    settings = service_settings(
+        temporal_address=embedded_stack.temporal_address,
+        kafka_bootstrap=embedded_stack.kafka_bootstrap,
+        nats_url=embedded_stack.nats_url,
+        notes_dir=str(tmp_path_factory.mktemp("notes")),
+    )
+    harness = ServiceHarness(settings, temporal_client)
+    await harness.start()
+    yield harness
+    await harness.stop()

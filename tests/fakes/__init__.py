@@ -1,0 +1,1 @@
+"""Fakes that are real servers: local HTTP servers speaking third-party wire formats."""

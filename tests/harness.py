@@ -1,0 +1,321 @@
+"""A running service (bridge + worker, in this process) on the real servers, and what a
+test needs to talk to it the way users do: publish CloudEvents, read events and dead letters."""
+
+import asyncio
+import contextlib
+import sys
+import uuid
+from collections import defaultdict
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import yaml
+from temporalio.client import Client
+
+from temporal_executor.bridge.service import run_bridge
+from temporal_executor.bridge.transport import InboundMessage, Transport
+from temporal_executor.bridge.transports import create_transport
+from temporal_executor.schemas.cloudevent import TASKID_EXTENSION, CloudEvent
+from temporal_executor.schemas.config import ContentMode, ScriptedTurn, Settings
+from temporal_executor.schemas.event_types import TERMINAL_TYPES, EventType
+from temporal_executor.schemas.task import BusName
+from temporal_executor.worker.service import run_worker
+
+BUSES: tuple[BusName, ...] = ("kafka", "nats")
+EVENT_TIMEOUT = 30.0
+
+# Scripts of the scripted provider used by the end-to-end tests (model name -> turns).
+SCRIPTS: dict[str, list[dict[str, Any]]] = {
+    "one-turn": [{"text": "done: {user_message}"}],
+    "calculate": [
+        {"tool_calls": [{"name": "calculator", "arguments": {"expression": "6 * 7"}}]},
+        {"text": "the answer is {last_tool_result}"},
+    ],
+    "note": [
+        {"tool_calls": [{"name": "save_note", "arguments": {"title": "t", "text": "{user_message}"}}]},
+        {"text": "note result: {last_tool_result}"},
+    ],
+    "bad-arguments": [
+        {"tool_calls": [{"name": "calculator", "arguments": {"formula": "1 + 1"}}]},
+        {"text": "unreachable"},
+    ],
+    "endless-tools": [
+        {"tool_calls": [{"name": "calculator", "arguments": {"expression": "1 + 1"}}]}
+    ]
+    * 10,
+    "unauthorised": [{"error": "authentication"}],
+}
+
+
+def service_settings(
+    *,
+    temporal_address: str,
+    kafka_bootstrap: str,
+    nats_url: str,
+    notes_dir: str,
+    approval_timeout_seconds: float = 6,
+    name: str | None = None,
+) -> Settings:
+    """Settings with names of their own, so services in one session never share a queue,
+    a topic, a stream or a consumer group."""
+    suffix = name or uuid.uuid4().hex[:8]
+    settings = Settings()
+    settings.temporal.host_port = temporal_address
+    settings.temporal.task_queue = f"test-{suffix}"
+    kafka = settings.bus.kafka
+    kafka.bootstrap_servers = kafka_bootstrap
+    kafka.consumer_group = f"bridge-{suffix}"
+    for field in type(kafka.topics).model_fields:
+        setattr(kafka.topics, field, f"{getattr(kafka.topics, field)}.{suffix}")
+    nats = settings.bus.nats
+    nats.url = nats_url
+    nats.durable = f"bridge-{suffix}"
+    for field in type(nats.subjects).model_fields:
+        setattr(nats.subjects, field, f"{suffix}.{getattr(nats.subjects, field)}")
+        setattr(nats.streams, field, f"{getattr(nats.streams, field)}_{suffix.upper()}")
+    # Small, so a test can send a larger message through a producer with the default limit.
+    settings.bus.max_message_bytes = 64 * 1024
+    settings.bridge.retry_initial_seconds = 0.1
+    settings.bridge.retry_max_seconds = 1
+    settings.executor.approval_timeout_seconds = approval_timeout_seconds
+    settings.executor.max_iterations = 4
+    settings.executor.llm_max_attempts = 2
+    settings.executor.tool_max_attempts = 2
+    scripted = settings.llm.provider("scripted")
+    assert scripted is not None
+    scripted.scripts = {
+        model: [ScriptedTurn.model_validate(turn) for turn in turns] for model, turns in SCRIPTS.items()
+    }
+    note_tool = next(tool for tool in settings.tools if tool.name == "save_note")
+    note_tool.options = {"directory": notes_dir}
+    return settings
+
+
+class BusWatcher:
+    """Reads every event, approval request and dead letter on one bus, sorted by task."""
+
+    def __init__(self, transport: Transport) -> None:
+        self.transport = transport
+        self._raw: dict[str, list[InboundMessage]] = defaultdict(list)
+        self.dead_letters: list[InboundMessage] = []
+        self._changed = asyncio.Condition()
+        self._readers: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        t = self.transport
+        self._readers = [
+            asyncio.create_task(self._read(t.watch(t.events_destination(None), from_start=False))),
+            asyncio.create_task(self._read(t.watch(t.approvals_destination(None), from_start=False))),
+            asyncio.create_task(
+                self._read(t.watch(t.dead_letter_destination(None), from_start=False), dead=True)
+            ),
+        ]
+        # Give each watcher its first fetch so nothing published from here on is missed.
+        await asyncio.sleep(0.5)
+
+    async def stop(self) -> None:
+        for reader in self._readers:
+            reader.cancel()
+        await asyncio.gather(*self._readers, return_exceptions=True)
+
+    async def _read(self, messages: AsyncIterator[InboundMessage], *, dead: bool = False) -> None:
+        async for message in messages:
+            async with self._changed:
+                if dead:
+                    self.dead_letters.append(message)
+                else:
+                    event = self.transport.decode(message)
+                    self._raw[event.extension(TASKID_EXTENSION) or "?"].append(message)
+                self._changed.notify_all()
+
+    def raw_events(self, task_id: str) -> list[InboundMessage]:
+        return list(self._raw[task_id])
+
+    def events(self, task_id: str) -> list[CloudEvent]:
+        """The task's events, deduplicated by id (delivery is at least once), in order."""
+        unique = {e.id: e for e in map(self.transport.decode, self._raw[task_id])}
+        return sorted(unique.values(), key=lambda e: int(e.extension("sequence") or 0))
+
+    def approval_requests(self, task_id: str) -> list[CloudEvent]:
+        approvals = self.transport.approvals_destination(task_id)
+        return [self.transport.decode(m) for m in self._raw[task_id] if m.source == approvals]
+
+    async def wait_for(
+        self, task_id: str, event_type: str, *, timeout: float = EVENT_TIMEOUT
+    ) -> CloudEvent:
+        async with asyncio.timeout(timeout), self._changed:
+            while True:
+                found = [e for e in self.events(task_id) if e.type == event_type]
+                if found:
+                    return found[0]
+                await self._changed.wait()
+
+    async def wait_for_end(
+        self, task_id: str, *, timeout: float = EVENT_TIMEOUT
+    ) -> list[CloudEvent]:
+        async with asyncio.timeout(timeout), self._changed:
+            while not any(e.type in TERMINAL_TYPES for e in self.events(task_id)):
+                await self._changed.wait()
+        return self.events(task_id)
+
+    async def wait_for_dead_letter(
+        self, needle: bytes, *, field: str = "value", timeout: float = EVENT_TIMEOUT
+    ) -> InboundMessage:
+        """The dead letter whose value contains `needle`, or (field="id") whose event id is it."""
+        async with asyncio.timeout(timeout), self._changed:
+            while True:
+                for message in self.dead_letters:
+                    if _matches(message, needle, field):
+                        return message
+                await self._changed.wait()
+
+
+def _matches(message: InboundMessage, needle: bytes, field: str) -> bool:
+    if field == "id":
+        header_id = message.header("ce_id") or message.header("ce-id")
+        if header_id is not None:
+            return header_id == needle
+        return b'"id": "' + needle + b'"' in message.value or b'"id":"' + needle + b'"' in message.value
+    return needle in message.value
+
+
+class Producer:
+    """Publishes what a user's service would: request, cancel and approval-reply events."""
+
+    def __init__(self, transports: dict[ContentMode, Transport]) -> None:
+        self._transports = transports
+
+    @property
+    def transport(self) -> Transport:
+        return self._transports["binary"]
+
+    async def send(
+        self,
+        event_type: str,
+        task_id: str,
+        data: Any,
+        *,
+        mode: ContentMode = "binary",
+        extensions: dict[str, str] | None = None,
+        event_id: str | None = None,
+    ) -> CloudEvent:
+        transport = self._transports[mode]
+        event = CloudEvent(
+            id=event_id or str(uuid.uuid4()),
+            source="tests",
+            type=event_type,
+            data=data,
+            extensions={TASKID_EXTENSION: task_id, **(extensions or {})},
+        )
+        if event_type == EventType.APPROVAL_REPLIED:
+            destination = transport.approval_replies_destination(task_id)
+        else:
+            destination = transport.requests_destination(task_id)
+        await transport.publish(destination, event)
+        return event
+
+    async def request(
+        self, task_id: str, model: str = "one-turn", *, mode: ContentMode = "binary", **fields: Any
+    ) -> CloudEvent:
+        data = {
+            "task_id": task_id,
+            "user_message": f"hello from {task_id}",
+            "model_config": {"provider": "scripted", "model": model},
+            **fields,
+        }
+        return await self.send(EventType.EXECUTION_REQUESTED, task_id, data, mode=mode)
+
+    async def approve(self, task_id: str, approval_id: str, approved: bool = True, **fields: Any) -> None:
+        data = {"task_id": task_id, "approval_id": approval_id, "approved": approved, **fields}
+        await self.send(EventType.APPROVAL_REPLIED, task_id, data)
+
+
+class ServiceHarness:
+    def __init__(
+        self, settings: Settings, client: Client, *, bridge: bool = True, worker: bool = True
+    ) -> None:
+        self.settings = settings
+        self.client = client
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._with_bridge = bridge
+        self._with_worker = worker
+        self.watchers: dict[BusName, BusWatcher] = {}
+        self.producers: dict[BusName, Producer] = {}
+        self._transports: list[Transport] = []
+
+    async def start(self) -> None:
+        for bus in BUSES:
+            by_mode: dict[ContentMode, Transport] = {}
+            for mode in ("binary", "structured"):
+                bus_settings = self.settings.bus.model_copy(
+                    update={"content_mode": mode, "max_message_bytes": 1024 * 1024}
+                )
+                transport = create_transport(bus, bus_settings)
+                await transport.start()
+                self._transports.append(transport)
+                by_mode[mode] = transport
+            self.producers[bus] = Producer(by_mode)
+            self.watchers[bus] = BusWatcher(by_mode["binary"])
+            await self.watchers[bus].start()
+        if self._with_worker:
+            self._tasks.append(asyncio.create_task(run_worker(self.settings, self._stop, self.client)))
+        if self._with_bridge:
+            self._tasks.append(asyncio.create_task(run_bridge(self.settings, self._stop, self.client)))
+
+    async def stop(self) -> None:
+        self._stop.set()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.gather(*self._tasks, return_exceptions=True), 20)
+        for watcher in self.watchers.values():
+            await watcher.stop()
+        for transport in self._transports:
+            await transport.close()
+
+
+def new_task_id(prefix: str = "task") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+def types(events: list[CloudEvent]) -> list[str]:
+    return [e.type for e in events]
+
+
+class ServiceProcess:
+    """`temporal-executor bridge|worker` as a real process, to be killed with SIGKILL."""
+
+    def __init__(self, role: str, config_path: Path) -> None:
+        self.role = role
+        self.config_path = config_path
+        self.process: asyncio.subprocess.Process | None = None
+
+    @staticmethod
+    def write_config(settings: Settings, path: Path) -> Path:
+        path.write_text(yaml.safe_dump(settings.model_dump(mode="json")), encoding="utf-8")
+        return path
+
+    async def start(self) -> None:
+        log = self.config_path.with_suffix(f".{self.role}.log").open("ab")
+        self.process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "temporal_executor",
+            "--config",
+            str(self.config_path),
+            self.role,
+            stdout=log,
+            stderr=log,
+        )
+        log.close()
+
+    async def kill(self) -> None:
+        assert self.process is not None
+        self.process.kill()
+        await self.process.wait()
+
+    async def terminate(self) -> int:
+        assert self.process is not None
+        if self.process.returncode is None:
+            self.process.terminate()
+        return await asyncio.wait_for(self.process.wait(), 30)

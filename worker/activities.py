@@ -1,0 +1,156 @@
+"""Every piece of a task's I/O: planning from config, LLM calls, tool calls, publishing.
+
+The activities are methods of one class that takes its clients in `__init__`, so tests
+and the benchmark can give it other ones. Errors become `ApplicationError`s whose `type`
+is the `error.type` the task fails with; only retryable ones are retried by Temporal.
+"""
+
+import json
+from datetime import timedelta
+from typing import Any
+
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from temporal_executor.schemas.config import ExecutorSettings, LlmSettings
+from temporal_executor.schemas.conversation import ToolSpec
+from temporal_executor.schemas.events import ErrorInfo
+from temporal_executor.schemas.requests import ExecutionRequested, ModelSelection
+from temporal_executor.schemas.task import (
+    ApprovalPolicy,
+    LlmCallInput,
+    LlmCallResult,
+    PublishInput,
+    TaskPlan,
+    ToolCallInput,
+    ToolCallResult,
+)
+from temporal_executor.worker.errors import WorkerError
+from temporal_executor.worker.llm.registry import ProviderRegistry
+from temporal_executor.worker.publisher import EventPublisher
+from temporal_executor.worker.tools.registry import ToolRegistry
+from temporal_executor.worker.truncation import truncate_text, truncate_value
+
+
+def to_application_error(error: WorkerError) -> ApplicationError:
+    delay = timedelta(seconds=error.retry_after) if error.retry_after else None
+    return ApplicationError(
+        str(error),
+        type=error.error_type,
+        non_retryable=not error.retryable,
+        next_retry_delay=delay,
+    )
+
+
+class AgentActivities:
+    def __init__(
+        self,
+        *,
+        executor: ExecutorSettings,
+        llm: LlmSettings,
+        providers: ProviderRegistry,
+        tools: ToolRegistry,
+        publisher: EventPublisher,
+    ) -> None:
+        self._executor = executor
+        self._llm = llm
+        self._providers = providers
+        self._tools = tools
+        self._publisher = publisher
+
+    @activity.defn(name="plan_task")
+    async def plan_task(self, request: ExecutionRequested) -> TaskPlan:
+        """Resolve a request against config: model, tools, approval policy, limits."""
+        executor = self._executor
+        selection = request.llm or ModelSelection(
+            provider=self._llm.default_provider, model=self._llm.default_model
+        )
+        wanted = self._tools.names if request.tools is None else request.tools
+        unknown = [name for name in wanted if self._tools.get(name) is None]
+        specs: list[ToolSpec] = []
+        approval_needed: list[str] = []
+        for name in wanted:
+            tool = self._tools.get(name)
+            if tool is None:
+                continue
+            specs.append(tool.spec)
+            if _needs_approval(name, tool.settings.require_approval, executor, request):
+                approval_needed.append(name)
+        error = None
+        if unknown:
+            error = ErrorInfo(
+                type="unknown_tool",
+                message=f"the request names tools config lacks: {', '.join(unknown)} "
+                f"(configured: {', '.join(self._tools.names) or 'none'})",
+            )
+        return TaskPlan(
+            selection=selection,
+            tools=specs,
+            approval=ApprovalPolicy(
+                tools=approval_needed,
+                timeout_seconds=executor.approval_timeout_seconds,
+                approve_on_timeout=executor.approve_on_timeout,
+            ),
+            max_iterations=request.max_iterations or executor.max_iterations,
+            llm_timeout_seconds=executor.llm_timeout_seconds,
+            llm_max_attempts=executor.llm_max_attempts,
+            tool_timeout_seconds=executor.tool_timeout_seconds,
+            tool_max_attempts=executor.tool_max_attempts,
+            publish_timeout_seconds=executor.publish_timeout_seconds,
+            continue_as_new_after_events=executor.continue_as_new_after_events,
+            error=error,
+        )
+
+    @activity.defn(name="call_llm")
+    async def call_llm(self, call: LlmCallInput) -> LlmCallResult:
+        try:
+            provider = self._providers.get(call.selection.provider)
+            result: LlmCallResult = await provider.complete(call)
+        except WorkerError as exc:
+            raise to_application_error(exc) from exc
+        content, truncated = truncate_text(result.message.content, self._executor.max_result_bytes)
+        if truncated:
+            activity.logger.warning("LLM reply truncated", extra={"task_id": call.task_id})
+            result.message.content = content
+            result.truncated = True
+        return result
+
+    @activity.defn(name="run_tool")
+    async def run_tool(self, call: ToolCallInput) -> ToolCallResult:
+        tool = self._tools.get(call.tool_call.name)
+        if tool is None:
+            msg = f"the model called tool {call.tool_call.name!r}, which this task does not offer"
+            raise ApplicationError(msg, type="unknown_tool", non_retryable=True)
+        try:
+            value: Any = await tool(call.tool_call.arguments)
+        except WorkerError as exc:
+            raise to_application_error(exc) from exc
+        value, truncated = truncate_value(_jsonable(value), self._executor.max_result_bytes)
+        return ToolCallResult(result=value, truncated=truncated)
+
+    @activity.defn(name="publish_event")
+    async def publish_event(self, publish: PublishInput) -> None:
+        await self._publisher.publish(publish)
+
+
+def _needs_approval(
+    name: str, tool_default: bool, executor: ExecutorSettings, request: ExecutionRequested
+) -> bool:
+    return (
+        tool_default
+        or _listed(name, executor.require_approval)
+        or _listed(name, request.require_approval)
+    )
+
+
+def _listed(name: str, policy: bool | list[str]) -> bool:
+    return policy if isinstance(policy, bool) else name in policy
+
+
+def _jsonable(value: Any) -> Any:
+    """Tool results travel as JSON; anything else is sent as its string form."""
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        return str(value)
+    return value

@@ -1,0 +1,39 @@
+"""What every provider reads from its `ProviderSettings` the same way: key, models, name."""
+
+import os
+
+from temporal_executor.schemas.config import ProviderSettings
+from temporal_executor.worker.llm.errors import ModelNotFound, ProviderNotConfigured
+
+
+def provider_label(settings: ProviderSettings) -> str:
+    """How errors name a provider: its kind and its configured name."""
+    return f"{settings.kind} provider {settings.name!r}"
+
+
+def api_key_from_env(settings: ProviderSettings, default_env: str) -> str:
+    """The API key from the variable `api_key_env` names (else the SDK's usual one).
+
+    Read here rather than left to the SDK, so a missing key fails naming the variable
+    config points at, and an SDK never silently picks up some other credential.
+    """
+    env = settings.api_key_env or default_env
+    key = os.environ.get(env, "").strip()
+    if not key:
+        msg = (
+            f"{provider_label(settings)}: environment variable {env} is not set "
+            "(llm.providers[].api_key_env names it)"
+        )
+        raise ProviderNotConfigured(msg)
+    return key
+
+
+def check_model(settings: ProviderSettings, model: str) -> None:
+    """Refuse a model outside the provider's allowlist (`models`; empty allows any)."""
+    if settings.models and model not in settings.models:
+        allowed = ", ".join(settings.models)
+        msg = (
+            f"{provider_label(settings)}: model {model!r} is not in its allowlist "
+            f"(llm.providers[].models: {allowed})"
+        )
+        raise ModelNotFound(msg)

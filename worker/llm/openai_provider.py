@@ -1,0 +1,208 @@
+"""OpenAI Chat Completions (non-streaming) through the official SDK, for OpenAI and Azure OpenAI.
+
+Imported only when config names an `openai` or `azure_openai` provider (see `registry`).
+On Azure the request's model is the deployment name: the SDK puts it in the URL path.
+"""
+
+import json
+from typing import Any
+
+import openai
+from openai.types.chat import (
+    ChatCompletion,
+    ChatCompletionFunctionToolParam,
+    ChatCompletionMessageFunctionToolCallParam,
+    ChatCompletionMessageParam,
+)
+
+from temporal_executor.schemas.config import ProviderSettings
+from temporal_executor.schemas.conversation import AssistantMessage, ChatMessage, ToolCall, Usage
+from temporal_executor.schemas.task import LlmCallInput, LlmCallResult
+from temporal_executor.worker.llm._http_errors import error_for_status, unreachable
+from temporal_executor.worker.llm._provider_settings import (
+    api_key_from_env,
+    check_model,
+    provider_label,
+)
+from temporal_executor.worker.llm.errors import (
+    InvalidLlmRequest,
+    LlmError,
+    ProviderNotConfigured,
+    ProviderUnavailable,
+)
+
+# Where a model's arguments that are not a JSON object are kept, so the tool (and the
+# model, on the next turn) sees what was sent instead of the task crashing.
+RAW_ARGUMENTS_KEY = "_raw"
+
+
+class OpenAIProvider:
+    def __init__(self, settings: ProviderSettings) -> None:
+        self._settings = settings
+        self._label = provider_label(settings)
+        self._client = _make_client(settings)
+
+    @property
+    def client(self) -> openai.AsyncOpenAI:
+        return self._client
+
+    async def complete(self, call: LlmCallInput) -> LlmCallResult:
+        selection = call.selection
+        check_model(self._settings, selection.model)
+        max_tokens = selection.max_tokens
+        # OpenAI needs no limit, and one too low starves reasoning models; so config's
+        # default applies only when config sets it explicitly.
+        if max_tokens is None and "default_max_tokens" in self._settings.model_fields_set:
+            max_tokens = self._settings.default_max_tokens
+        tools: list[ChatCompletionFunctionToolParam] = [
+            {
+                "type": "function",
+                "function": {
+                    "name": spec.name,
+                    "description": spec.description,
+                    "parameters": spec.parameters,
+                },
+            }
+            for spec in call.tools
+        ]
+        try:
+            reply = await self._client.chat.completions.create(
+                model=selection.model,
+                messages=to_openai_messages(call.system_prompt, call.messages),
+                tools=tools or openai.omit,
+                temperature=selection.temperature
+                if selection.temperature is not None
+                else openai.omit,
+                # `max_tokens` is deprecated and refused by reasoning models.
+                max_completion_tokens=max_tokens if max_tokens is not None else openai.omit,
+            )
+        except openai.APIError as exc:
+            raise map_openai_error(self._label, exc) from exc
+        return LlmCallResult(
+            message=self._assistant_message(reply),
+            usage=_usage(reply),
+            provider=self._settings.name,
+            model=selection.model,
+        )
+
+    async def aclose(self) -> None:
+        await self._client.close()
+
+    def _assistant_message(self, reply: ChatCompletion) -> AssistantMessage:
+        if not reply.choices:
+            msg = f"{self._label}: the reply has no choices"
+            raise ProviderUnavailable(msg)
+        message = reply.choices[0].message
+        calls = [
+            ToolCall(
+                id=call.id,
+                name=call.function.name,
+                arguments=parse_arguments(call.function.arguments),
+            )
+            for call in message.tool_calls or []
+            # Only function tools are offered, so other kinds (custom tools) cannot be answered.
+            if call.type == "function"
+        ]
+        return AssistantMessage(content=message.content or "", tool_calls=calls)
+
+
+def _make_client(settings: ProviderSettings) -> openai.AsyncOpenAI:
+    if settings.kind == "azure_openai":
+        # Checked here: the SDK would fall back to AZURE_OPENAI_ENDPOINT / OPENAI_API_VERSION.
+        endpoint, api_version = settings.base_url, settings.api_version
+        if endpoint is None or api_version is None:
+            msg = f"{provider_label(settings)}: set base_url and api_version in llm.providers[]"
+            raise ProviderNotConfigured(msg)
+        return openai.AsyncAzureOpenAI(
+            api_key=api_key_from_env(settings, "AZURE_OPENAI_API_KEY"),
+            azure_endpoint=endpoint,
+            api_version=api_version,
+            max_retries=0,
+        )
+    return openai.AsyncOpenAI(
+        api_key=api_key_from_env(settings, "OPENAI_API_KEY"),
+        base_url=settings.base_url,
+        # Temporal owns retries, so every attempt is visible in the workflow's history.
+        max_retries=0,
+    )
+
+
+def to_openai_messages(
+    system_prompt: str | None, messages: list[ChatMessage]
+) -> list[ChatCompletionMessageParam]:
+    out: list[ChatCompletionMessageParam] = []
+    if system_prompt:
+        out.append({"role": "system", "content": system_prompt})
+    for message in messages:
+        if message.role == "tool":
+            if not message.tool_call_id:
+                msg = "a tool message has no tool_call_id; OpenAI needs it to match the tool call"
+                raise InvalidLlmRequest(msg)
+            # Chat Completions has no error flag on tool results; say it in the text.
+            content = f"Error: {message.content}" if message.is_error else message.content
+            out.append({"role": "tool", "tool_call_id": message.tool_call_id, "content": content})
+        elif message.role == "assistant":
+            if message.tool_calls:
+                calls: list[ChatCompletionMessageFunctionToolCallParam] = [
+                    {
+                        "id": c.id,
+                        "type": "function",
+                        "function": {"name": c.name, "arguments": _dump_arguments(c.arguments)},
+                    }
+                    for c in message.tool_calls
+                ]
+                # An empty `tool_calls` array is refused, so it is only set when there are some.
+                out.append(
+                    {"role": "assistant", "content": message.content or None, "tool_calls": calls}
+                )
+            else:
+                out.append({"role": "assistant", "content": message.content})
+        else:
+            out.append({"role": "user", "content": message.content})
+    return out
+
+
+def parse_arguments(raw: str) -> dict[str, Any]:
+    """The model's arguments JSON; anything but an object is kept as `{"_raw": raw}`."""
+    if not raw.strip():
+        return {}
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return {RAW_ARGUMENTS_KEY: raw}
+    return value if isinstance(value, dict) else {RAW_ARGUMENTS_KEY: raw}
+
+
+def _dump_arguments(arguments: dict[str, Any]) -> str:
+    # Send unreadable arguments back exactly as the model wrote them.
+    raw = arguments.get(RAW_ARGUMENTS_KEY)
+    if len(arguments) == 1 and isinstance(raw, str):
+        return raw
+    return json.dumps(arguments, ensure_ascii=False)
+
+
+def map_openai_error(label: str, exc: openai.APIError) -> LlmError:
+    if isinstance(exc, openai.APIStatusError):
+        body = exc.body if isinstance(exc.body, dict) else {}
+        detail = body.get("message") if isinstance(body.get("message"), str) else None
+        code = (exc.code or "").lower()
+        return error_for_status(
+            label,
+            exc.status_code,
+            detail or exc.message,
+            exc.response.headers,
+            context_too_long=code == "context_length_exceeded",
+            # Azure names a missing deployment `DeploymentNotFound`.
+            model_not_found=code in ("model_not_found", "deploymentnotfound"),
+        )
+    if isinstance(exc, openai.APIConnectionError):
+        return unreachable(label, exc)
+    return ProviderUnavailable(f"{label}: {type(exc).__name__}: {exc.message}")
+
+
+def _usage(reply: ChatCompletion) -> Usage:
+    if reply.usage is None:
+        return Usage()
+    return Usage(
+        input_tokens=reply.usage.prompt_tokens, output_tokens=reply.usage.completion_tokens
+    )

@@ -1,0 +1,76 @@
+"""The worker process: runs agent workflows and their activities until told to stop."""
+
+import asyncio
+import logging
+from datetime import timedelta
+
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from temporal_executor.bridge.temporal_connection import connect_temporal
+from temporal_executor.bridge.transport import Transport
+from temporal_executor.bridge.transports import create_transport
+from temporal_executor.schemas.config import Settings
+from temporal_executor.schemas.task import BusName
+from temporal_executor.worker.activities import AgentActivities
+from temporal_executor.worker.llm.registry import ProviderRegistry
+from temporal_executor.worker.publisher import EventPublisher
+from temporal_executor.worker.tools.registry import ToolRegistry
+from temporal_executor.worker.workflow import AgentExecutionWorkflow
+
+log = logging.getLogger(__name__)
+
+
+def build_activities(
+    settings: Settings,
+) -> tuple[AgentActivities, EventPublisher, ProviderRegistry]:
+    providers = ProviderRegistry(settings.llm)
+    publisher = EventPublisher(
+        lambda bus: _publishing_transport(bus, settings), source=settings.bus.source
+    )
+    activities = AgentActivities(
+        executor=settings.executor,
+        llm=settings.llm,
+        providers=providers,
+        tools=ToolRegistry(settings.tools),
+        publisher=publisher,
+    )
+    return activities, publisher, providers
+
+
+def _publishing_transport(bus: BusName, settings: Settings) -> Transport:
+    return create_transport(bus, settings.bus)
+
+
+def build_worker(client: Client, settings: Settings, activities: AgentActivities) -> Worker:
+    return Worker(
+        client,
+        task_queue=settings.temporal.task_queue,
+        workflows=[AgentExecutionWorkflow],
+        activities=[
+            activities.plan_task,
+            activities.call_llm,
+            activities.run_tool,
+            activities.publish_event,
+        ],
+        # In-flight activities get this long to finish on SIGTERM before they are cancelled.
+        graceful_shutdown_timeout=timedelta(seconds=10),
+    )
+
+
+async def run_worker(settings: Settings, stop: asyncio.Event, client: Client | None = None) -> None:
+    client = client or await connect_temporal(settings.temporal)
+    activities, publisher, providers = build_activities(settings)
+    worker = build_worker(client, settings, activities)
+    log.info(
+        "worker started",
+        extra={"task_queue": settings.temporal.task_queue, "temporal": settings.temporal.host_port},
+    )
+    try:
+        async with worker:
+            await stop.wait()
+            log.info("worker stopping")
+    finally:
+        await publisher.close()
+        await providers.aclose()
+    log.info("worker stopped")
