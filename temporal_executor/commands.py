@@ -107,8 +107,10 @@ async def send(
             await transport.publish(transport.requests_destination(task_id), event)
             print(f"sent {EventType.EXECUTION_REQUESTED} for task {task_id}")
             return 0
-        watched = transport.watch(transport.events_destination(task_id), from_start=False)
-        return await _follow(settings, transport, event, task_id, watched)
+        async with transport.watch(
+            transport.events_destination(task_id), from_start=False
+        ) as watched:
+            return await _follow(settings, transport, event, task_id, watched)
 
 
 async def _follow(
@@ -165,6 +167,7 @@ async def events(settings: Settings, task_id: str | None, *, from_start: bool) -
     stop_on_signals(stop)
     async with _connected(settings) as transport:
         watched = transport.watch(transport.events_destination(task_id), from_start=from_start)
+        await watched.start()
         printing = asyncio.create_task(
             print_until_done(
                 task_events(transport, task_id, watched),

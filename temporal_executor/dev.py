@@ -12,11 +12,11 @@ from pathlib import Path
 from typing import TextIO
 
 from temporal_executor.bridge.service import run_bridge
-from temporal_executor.embedded_stack import EmbeddedStack
+from temporal_executor.embedded_stack import EmbeddedStack, ServerName
 from temporal_executor.schemas.config import Settings
 from temporal_executor.worker.service import run_worker
 
-DEV_PORTS = {"temporal": 7233, "kafka": 9092, "nats": 4222}
+DEV_PORTS: dict[ServerName, int] = {"temporal": 7233, "kafka": 9092, "nats": 4222}
 DEV_UI_PORT = 8233
 
 

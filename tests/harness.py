@@ -33,7 +33,11 @@ SCRIPTS: dict[str, list[dict[str, Any]]] = {
         {"text": "the answer is {last_tool_result}"},
     ],
     "note": [
-        {"tool_calls": [{"name": "save_note", "arguments": {"title": "t", "text": "{user_message}"}}]},
+        {
+            "tool_calls": [
+                {"name": "save_note", "arguments": {"title": "t", "text": "{user_message}"}}
+            ]
+        },
         {"text": "note result: {last_tool_result}"},
     ],
     "bad-arguments": [
@@ -76,6 +80,9 @@ def service_settings(
         setattr(nats.streams, field, f"{getattr(nats.streams, field)}_{suffix.upper()}")
     # Small, so a test can send a larger message through a producer with the default limit.
     settings.bus.max_message_bytes = 64 * 1024
+    # The local broker answers a group join only after half the session timeout.
+    settings.bus.kafka.session_timeout_ms = 2000
+    settings.bus.kafka.heartbeat_interval_ms = 500
     settings.bridge.retry_initial_seconds = 0.1
     settings.bridge.retry_max_seconds = 1
     settings.executor.approval_timeout_seconds = approval_timeout_seconds
@@ -85,7 +92,8 @@ def service_settings(
     scripted = settings.llm.provider("scripted")
     assert scripted is not None
     scripted.scripts = {
-        model: [ScriptedTurn.model_validate(turn) for turn in turns] for model, turns in SCRIPTS.items()
+        model: [ScriptedTurn.model_validate(turn) for turn in turns]
+        for model, turns in SCRIPTS.items()
     }
     note_tool = next(tool for tool in settings.tools if tool.name == "save_note")
     note_tool.options = {"directory": notes_dir}
@@ -106,7 +114,9 @@ class BusWatcher:
         t = self.transport
         self._readers = [
             asyncio.create_task(self._read(t.watch(t.events_destination(None), from_start=False))),
-            asyncio.create_task(self._read(t.watch(t.approvals_destination(None), from_start=False))),
+            asyncio.create_task(
+                self._read(t.watch(t.approvals_destination(None), from_start=False))
+            ),
             asyncio.create_task(
                 self._read(t.watch(t.dead_letter_destination(None), from_start=False), dead=True)
             ),
@@ -176,7 +186,10 @@ def _matches(message: InboundMessage, needle: bytes, field: str) -> bool:
         header_id = message.header("ce_id") or message.header("ce-id")
         if header_id is not None:
             return header_id == needle
-        return b'"id": "' + needle + b'"' in message.value or b'"id":"' + needle + b'"' in message.value
+        return (
+            b'"id": "' + needle + b'"' in message.value
+            or b'"id":"' + needle + b'"' in message.value
+        )
     return needle in message.value
 
 
@@ -226,7 +239,9 @@ class Producer:
         }
         return await self.send(EventType.EXECUTION_REQUESTED, task_id, data, mode=mode)
 
-    async def approve(self, task_id: str, approval_id: str, approved: bool = True, **fields: Any) -> None:
+    async def approve(
+        self, task_id: str, approval_id: str, approved: bool = True, **fields: Any
+    ) -> None:
         data = {"task_id": task_id, "approval_id": approval_id, "approved": approved, **fields}
         await self.send(EventType.APPROVAL_REPLIED, task_id, data)
 
@@ -260,9 +275,13 @@ class ServiceHarness:
             self.watchers[bus] = BusWatcher(by_mode["binary"])
             await self.watchers[bus].start()
         if self._with_worker:
-            self._tasks.append(asyncio.create_task(run_worker(self.settings, self._stop, self.client)))
+            self._tasks.append(
+                asyncio.create_task(run_worker(self.settings, self._stop, self.client))
+            )
         if self._with_bridge:
-            self._tasks.append(asyncio.create_task(run_bridge(self.settings, self._stop, self.client)))
+            self._tasks.append(
+                asyncio.create_task(run_bridge(self.settings, self._stop, self.client))
+            )
 
     async def stop(self) -> None:
         self._stop.set()

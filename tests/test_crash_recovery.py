@@ -36,7 +36,9 @@ async def _harness(
 async def worker_in_process(
     embedded_stack: EmbeddedStack, temporal_client: Client, tmp_path: Path
 ) -> AsyncIterator[tuple[ServiceHarness, Path]]:
-    harness, config = await _harness(embedded_stack, temporal_client, tmp_path, bridge=False, worker=True)
+    harness, config = await _harness(
+        embedded_stack, temporal_client, tmp_path, bridge=False, worker=True
+    )
     yield harness, config
     await harness.stop()
 
@@ -45,7 +47,9 @@ async def worker_in_process(
 async def bridge_in_process(
     embedded_stack: EmbeddedStack, temporal_client: Client, tmp_path: Path
 ) -> AsyncIterator[tuple[ServiceHarness, Path]]:
-    harness, config = await _harness(embedded_stack, temporal_client, tmp_path, bridge=True, worker=False)
+    harness, config = await _harness(
+        embedded_stack, temporal_client, tmp_path, bridge=True, worker=False
+    )
     yield harness, config
     await harness.stop()
 
@@ -109,5 +113,3 @@ async def test_worker_killed_mid_task_the_task_completes(
         EventType.EXECUTION_COMPLETED,
     ]
     assert [int(e.extension("sequence") or 0) for e in events] == list(range(1, 8))
-
-

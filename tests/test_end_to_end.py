@@ -26,7 +26,9 @@ def data(event: Any) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("mode", ["binary", "structured"])
-async def test_request_runs_to_completion(service: ServiceHarness, bus: BusName, mode: ContentMode) -> None:
+async def test_request_runs_to_completion(
+    service: ServiceHarness, bus: BusName, mode: ContentMode
+) -> None:
     task_id = new_task_id()
     producer, watcher = service.producers[bus], service.watchers[bus]
     await producer.send(
@@ -65,7 +67,9 @@ async def test_request_runs_to_completion(service: ServiceHarness, bus: BusName,
     if bus == "kafka":
         assert {m.key for m in raw} == {task_id.encode()}
     else:
-        assert {m.source for m in raw} == {service.producers[bus].transport.events_destination(task_id)}
+        assert {m.source for m in raw} == {
+            service.producers[bus].transport.events_destination(task_id)
+        }
     # Published in binary mode by default: attributes in headers, data alone in the value.
     assert all(m.header("content-type") != STRUCTURED_MEDIA_TYPE.encode() for m in raw)
 
@@ -94,7 +98,10 @@ async def test_task_id_defaults_to_the_event_id(service: ServiceHarness, bus: Bu
     await service.producers[bus].send(
         EventType.EXECUTION_REQUESTED,
         event_id,
-        {"user_message": "no task id", "model_config": {"provider": "scripted", "model": "one-turn"}},
+        {
+            "user_message": "no task id",
+            "model_config": {"provider": "scripted", "model": "one-turn"},
+        },
         event_id=event_id,
     )
     events = await service.watchers[bus].wait_for_end(event_id)
@@ -127,7 +134,10 @@ async def test_duplicate_request_starts_one_workflow(service: ServiceHarness, bu
     ("payload", "reason"),
     [
         (b"\x00\xffnot json at all", "invalid-cloudevent"),
-        (b'{"specversion": "1.0", "id": "x", "type": "agent.execution.requested"}', "invalid-cloudevent"),
+        (
+            b'{"specversion": "1.0", "id": "x", "type": "agent.execution.requested"}',
+            "invalid-cloudevent",
+        ),
     ],
 )
 async def test_unreadable_messages_are_dead_lettered_and_do_not_block(
@@ -137,7 +147,9 @@ async def test_unreadable_messages_are_dead_lettered_and_do_not_block(
     marker = new_task_id("bad")
     body = payload + marker.encode()
     headers = [("content-type", STRUCTURED_MEDIA_TYPE.encode()), ("x-test", marker.encode())]
-    await transport.publish_raw(transport.requests_destination(marker), marker.encode(), body, headers)
+    await transport.publish_raw(
+        transport.requests_destination(marker), marker.encode(), body, headers
+    )
     good = new_task_id()
     await service.producers[bus].request(good)
     dead = await service.watchers[bus].wait_for_dead_letter(marker.encode())
@@ -159,9 +171,19 @@ async def test_unreadable_messages_are_dead_lettered_and_do_not_block(
     [
         ("com.example.unknown", {"task_id": "x"}, "unknown-type", "unknown event type"),
         (EventType.EXECUTION_REQUESTED, {"task_id": "x"}, "invalid-data", "user_message"),
-        (EventType.EXECUTION_REQUESTED, {"task_id": "bad id!", "user_message": "m"}, "invalid-data", "task_id"),
+        (
+            EventType.EXECUTION_REQUESTED,
+            {"task_id": "bad id!", "user_message": "m"},
+            "invalid-data",
+            "task_id",
+        ),
         (EventType.EXECUTION_REQUESTED, ["not", "an", "object"], "invalid-data", "JSON object"),
-        (EventType.APPROVAL_REPLIED, {"task_id": "x", "approval_id": "a"}, "invalid-data", "approved"),
+        (
+            EventType.APPROVAL_REPLIED,
+            {"task_id": "x", "approval_id": "a"},
+            "invalid-data",
+            "approved",
+        ),
     ],
 )
 async def test_invalid_events_are_dead_lettered_with_the_reason(
@@ -210,7 +232,12 @@ async def test_approval_granted(service: ServiceHarness, bus: BusName) -> None:
         EventType.EXECUTION_COMPLETED,
     ]
     resolved = data(events[3])
-    assert (resolved["approved"], resolved["approver"], resolved["reason"], resolved["timed_out"]) == (
+    assert (
+        resolved["approved"],
+        resolved["approver"],
+        resolved["reason"],
+        resolved["timed_out"],
+    ) == (
         True,
         "alice",
         "fine",
@@ -222,7 +249,9 @@ async def test_approval_granted(service: ServiceHarness, bus: BusName) -> None:
     assert [e.id for e in approvals] == [events[2].id]
 
 
-async def test_approval_denied_is_reported_to_the_model(service: ServiceHarness, bus: BusName) -> None:
+async def test_approval_denied_is_reported_to_the_model(
+    service: ServiceHarness, bus: BusName
+) -> None:
     task_id = new_task_id()
     producer, watcher = service.producers[bus], service.watchers[bus]
     await producer.request(task_id, "note")
@@ -231,7 +260,8 @@ async def test_approval_denied_is_reported_to_the_model(service: ServiceHarness,
     events = await watcher.wait_for_end(task_id)
     tool = data(next(e for e in events if e.type == EventType.TOOL_COMPLETED))
     assert tool["result"] is None
-    assert "denied" in tool["error"] and "not today" in tool["error"]
+    assert "denied" in tool["error"]
+    assert "not today" in tool["error"]
     assert events[-1].type == EventType.EXECUTION_COMPLETED
     assert "denied" in data(events[-1])["final_message"]
 
@@ -246,14 +276,19 @@ async def test_approval_edited_arguments_are_used(service: ServiceHarness, bus: 
     )
     events = await watcher.wait_for_end(task_id)
     tool = data(next(e for e in events if e.type == EventType.TOOL_COMPLETED))
-    assert "saved 4 characters" in tool["result"] and "edited" in tool["result"]
+    assert "saved 4 characters" in tool["result"]
+    assert "edited" in tool["result"]
 
 
-async def test_unanswered_approval_times_out_as_denied(service: ServiceHarness, bus: BusName) -> None:
+async def test_unanswered_approval_times_out_as_denied(
+    service: ServiceHarness, bus: BusName
+) -> None:
     task_id = new_task_id()
     watcher = service.watchers[bus]
     await service.producers[bus].request(task_id, "note")
-    events = await watcher.wait_for_end(task_id, timeout=service.settings.executor.approval_timeout_seconds + 30)
+    events = await watcher.wait_for_end(
+        task_id, timeout=service.settings.executor.approval_timeout_seconds + 30
+    )
     resolved = data(next(e for e in events if e.type == EventType.APPROVAL_RESOLVED))
     assert (resolved["approved"], resolved["timed_out"]) == (False, True)
     assert events[-1].type == EventType.EXECUTION_COMPLETED
@@ -293,11 +328,16 @@ async def test_cancel_while_waiting_for_approval(service: ServiceHarness, bus: B
     producer, watcher = service.producers[bus], service.watchers[bus]
     await producer.request(task_id, "note")
     await watcher.wait_for(task_id, EventType.APPROVAL_REQUESTED)
-    await producer.send(EventType.CANCEL_REQUESTED, task_id, {"task_id": task_id, "reason": "changed my mind"})
+    await producer.send(
+        EventType.CANCEL_REQUESTED, task_id, {"task_id": task_id, "reason": "changed my mind"}
+    )
     events = await watcher.wait_for_end(task_id)
     assert events[-1].type == EventType.EXECUTION_CANCELLED
     assert data(events[-1])["reason"] == "changed my mind"
-    assert sum(e.type in (EventType.EXECUTION_COMPLETED, EventType.EXECUTION_FAILED) for e in events) == 0
+    assert (
+        sum(e.type in (EventType.EXECUTION_COMPLETED, EventType.EXECUTION_FAILED) for e in events)
+        == 0
+    )
     assert await _final_status(service, task_id) == WorkflowExecutionStatus.CANCELED
 
 
@@ -308,7 +348,10 @@ async def test_cancel_while_waiting_for_approval(service: ServiceHarness, bus: B
         ({"model": "unauthorised"}, "authentication_failed"),
         ({"model": "endless-tools"}, "max_iterations_reached"),
         ({"model": "one-turn", "tools": ["no_such_tool"]}, "unknown_tool"),
-        ({"model": "one-turn", "model_config": {"provider": "nope", "model": "m"}}, "provider_not_configured"),
+        (
+            {"model": "one-turn", "model_config": {"provider": "nope", "model": "m"}},
+            "provider_not_configured",
+        ),
     ],
 )
 async def test_task_failures_end_with_failed(
@@ -324,7 +367,9 @@ async def test_task_failures_end_with_failed(
     assert await _final_status(service, task_id) == WorkflowExecutionStatus.FAILED
 
 
-async def test_replyto_extension_redirects_the_task_events(service: ServiceHarness, bus: BusName) -> None:
+async def test_replyto_extension_redirects_the_task_events(
+    service: ServiceHarness, bus: BusName
+) -> None:
     task_id = new_task_id()
     producer = service.producers[bus]
     transport = producer.transport
@@ -333,7 +378,11 @@ async def test_replyto_extension_redirects_the_task_events(service: ServiceHarne
     await producer.send(
         EventType.EXECUTION_REQUESTED,
         task_id,
-        {"task_id": task_id, "user_message": "m", "model_config": {"provider": "scripted", "model": "one-turn"}},
+        {
+            "task_id": task_id,
+            "user_message": "m",
+            "model_config": {"provider": "scripted", "model": "one-turn"},
+        },
         extensions={"replyto": elsewhere},
     )
     events = await service.watchers[bus].wait_for_end(task_id)
@@ -353,5 +402,3 @@ async def _status(service: ServiceHarness, task_id: str) -> TaskStatus:
     handle = service.client.get_workflow_handle(workflow_id_for(task_id))
     status: TaskStatus = await handle.query("status", result_type=TaskStatus)
     return status
-
-

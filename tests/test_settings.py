@@ -44,7 +44,10 @@ def test_config_path_from_environment(tmp_path: Path) -> None:
         ("executor:\n  max_iterations: 0\n", "executor.max_iterations"),
         ("executor:\n  max_iteratons: 3\n", "executor.max_iteratons"),
         ("bus:\n  default: rabbitmq\n", "bus.default"),
-        ("llm:\n  providers:\n    - {name: a, kind: openai}\n    - {name: a, kind: anthropic}\n", "duplicate"),
+        (
+            "llm:\n  providers:\n    - {name: a, kind: openai}\n    - {name: a, kind: anthropic}\n",
+            "duplicate",
+        ),
         ("bus:\n  kafka:\n    enabled: false\n", "bus.kafka.enabled is false"),
         ("tools:\n  - name: bad.name\n", "tools.0.name"),
     ],

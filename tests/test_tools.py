@@ -26,7 +26,13 @@ def prefixed(prefix: str) -> object:
 
 @pytest.mark.parametrize(
     ("expression", "value"),
-    [("6 * 7", 42), ("(2 + 3) * 4", 20), ("-2 ** 2", -4), ("sqrt(16) + abs(-1)", 5.0), ("7 // 2 % 3", 0)],
+    [
+        ("6 * 7", 42),
+        ("(2 + 3) * 4", 20),
+        ("-2 ** 2", -4),
+        ("sqrt(16) + abs(-1)", 5.0),
+        ("7 // 2 % 3", 0),
+    ],
 )
 def test_calculator(expression: str, value: float) -> None:
     assert calculator(expression) == value

@@ -5,7 +5,6 @@ them into `ApplicationError(type=error_type, non_retryable=not retryable,
 next_retry_delay=retry_after)` so Temporal owns retries and every attempt is visible.
 """
 
-
 from temporal_executor.worker.errors import WorkerError
 
 
