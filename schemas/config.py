@@ -250,3 +250,14 @@ class Settings(StrictModel):
     llm: LlmSettings = Field(default_factory=LlmSettings)
     tools: list[ToolSettings] = Field(default_factory=_default_tools)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
+
+    @model_validator(mode="after")
+    def _results_fit_in_events(self) -> "Settings":
+        # An event carries one LLM reply or tool result plus its envelope; it must fit the bus.
+        if self.executor.max_result_bytes * 2 > self.bus.max_message_bytes:
+            msg = (
+                f"executor.max_result_bytes ({self.executor.max_result_bytes}) must be at most "
+                f"half of bus.max_message_bytes ({self.bus.max_message_bytes})"
+            )
+            raise ValueError(msg)
+        return self

@@ -80,6 +80,7 @@ def service_settings(
         setattr(nats.streams, field, f"{getattr(nats.streams, field)}_{suffix.upper()}")
     # Small, so a test can send a larger message through a producer with the default limit.
     settings.bus.max_message_bytes = 64 * 1024
+    settings.executor.max_result_bytes = 16 * 1024
     # The local broker answers a group join only after half the session timeout.
     settings.bus.kafka.session_timeout_ms = 2000
     settings.bus.kafka.heartbeat_interval_ms = 500

@@ -71,3 +71,10 @@ def test_unreadable_and_malformed_files(tmp_path: Path) -> None:
     listing.write_text("- a\n- b\n")
     with pytest.raises(ConfigError, match="mapping at the top level"):
         load_settings(listing, env={})
+
+
+def test_results_must_fit_in_an_event(tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text("bus:\n  max_message_bytes: 100000\nexecutor:\n  max_result_bytes: 60000\n")
+    with pytest.raises(ConfigError, match="max_result_bytes"):
+        load_settings(config, env={})

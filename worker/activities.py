@@ -12,6 +12,7 @@ from typing import Any
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from temporal_executor.bridge.transport import MessageTooLarge
 from temporal_executor.schemas.config import ExecutorSettings, LlmSettings
 from temporal_executor.schemas.conversation import ToolSpec
 from temporal_executor.schemas.events import ErrorInfo
@@ -130,7 +131,12 @@ class AgentActivities:
 
     @activity.defn(name="publish_event")
     async def publish_event(self, publish: PublishInput) -> None:
-        await self._publisher.publish(publish)
+        try:
+            await self._publisher.publish(publish)
+        except MessageTooLarge as exc:
+            # Results are truncated well below the bus limit, so this is a misconfiguration
+            # (bus.max_message_bytes below executor.max_result_bytes): fail, don't retry forever.
+            raise ApplicationError(str(exc), type="event_too_large", non_retryable=True) from exc
 
 
 def _needs_approval(

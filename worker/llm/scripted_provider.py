@@ -132,7 +132,10 @@ def _demo_script(offered: set[str]) -> list[ScriptedTurn]:
         return [ScriptedTurn(text="You said: {user_message}. No tools needed: 6 * 7 = 42.")]
     return [
         ScriptedTurn(text="Let me work that out and keep a note of it.", tool_calls=calls),
-        ScriptedTurn(text="All done. The last tool replied: {last_tool_result}"),
+        ScriptedTurn(
+            text="All done. The last tool replied: {last_tool_result} "
+            "(scripted reply: no model was called; configure a provider to use a real one)"
+        ),
     ]
 
 
