@@ -402,3 +402,17 @@ async def _status(service: ServiceHarness, task_id: str) -> TaskStatus:
     handle = service.client.get_workflow_handle(workflow_id_for(task_id))
     status: TaskStatus = await handle.query("status", result_type=TaskStatus)
     return status
+
+
+async def test_too_large_llm_reply_is_truncated_with_a_note(
+    service: ServiceHarness, bus: BusName
+) -> None:
+    task_id = new_task_id()
+    limit = service.settings.executor.max_result_bytes
+    await service.producers[bus].request(task_id, user_message="y" * (limit + 500))
+    events = await service.watchers[bus].wait_for_end(task_id)
+    responded = data(events[1])
+    assert responded["truncated"] is True
+    assert len(responded["message"]["content"].encode()) <= limit
+    assert "truncated by temporal-executor" in responded["message"]["content"]
+    assert events[-1].type == EventType.EXECUTION_COMPLETED
