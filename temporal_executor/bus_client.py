@@ -52,7 +52,7 @@ def _event(event_type: EventType, task_id: str, data: dict[str, Any]) -> CloudEv
 def default_approver() -> str:
     try:
         return getpass.getuser()
-    except OSError:
+    except (OSError, KeyError):  # no user name anywhere (KeyError before Python 3.13)
         return "cli"
 
 

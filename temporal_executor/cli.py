@@ -13,15 +13,17 @@ schema     write the JSON Schemas of every event's data and of the config file
 import argparse
 import asyncio
 import json
+import os
 import shlex
 import sys
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
+from temporal_executor.dev import DevPorts
 from temporal_executor.schemas import json_schemas
 from temporal_executor.schemas.config import Settings
-from temporal_executor.settings import ConfigError, load_settings
+from temporal_executor.settings import CONFIG_PATH_ENV, ConfigError, load_settings
 
 DEFAULT_CONFIG = Path("config/temporal-executor.yaml")
 
@@ -48,7 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _settings(args: argparse.Namespace) -> Settings:
     path = args.config
-    if path is None and DEFAULT_CONFIG.is_file():
+    if path is None and not os.environ.get(CONFIG_PATH_ENV) and DEFAULT_CONFIG.is_file():
         path = DEFAULT_CONFIG
     settings = load_settings(path)
     if getattr(args, "transport", None):
@@ -63,7 +65,10 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
     if command == "schema":
         return _write_schemas(Path(args.out))
     if command == "dev":
-        return await commands.dev(settings, Path(args.data_dir), demo=args.demo)
+        ports = DevPorts(
+            temporal=args.temporal_port, ui=args.ui_port, kafka=args.kafka_port, nats=args.nats_port
+        )
+        return await commands.dev(settings, Path(args.data_dir), demo=args.demo, ports=ports)
     if command == "worker":
         return await commands.worker(settings)
     if command == "bridge":
@@ -123,6 +128,20 @@ def _parser() -> argparse.ArgumentParser:
     dev = sub.add_parser("dev", help="embedded stack + worker + bridge")
     dev.add_argument("--data-dir", default=".temporal-executor/dev", help="servers' data and logs")
     dev.add_argument("--demo", action="store_true", help="also send a demo task and follow it")
+    defaults = DevPorts()
+    for server, what, default in [
+        ("temporal", "Temporal", defaults.temporal),
+        ("ui", "the Temporal Web UI", defaults.ui),
+        ("kafka", "Kafka", defaults.kafka),
+        ("nats", "NATS", defaults.nats),
+    ]:
+        dev.add_argument(
+            f"--{server}-port",
+            type=int,
+            default=default,
+            metavar="PORT",
+            help=f"port of {what} (default: {default})",
+        )
 
     sub.add_parser("worker", help="run the worker")
     sub.add_parser("bridge", help="run the bridge")
@@ -158,6 +177,12 @@ def _parser() -> argparse.ArgumentParser:
 
     schema = sub.add_parser("schema", help="write JSON Schemas")
     schema.add_argument("--out", default="schemas/json", help="directory (default: schemas/json)")
+    for command in sub.choices.values():
+        # Also after the command (`temporal-executor worker --config F`), as people type it;
+        # SUPPRESS keeps a value given before the command.
+        command.add_argument(
+            "--config", type=Path, default=argparse.SUPPRESS, help="YAML config file"
+        )
     return parser
 
 

@@ -1,11 +1,13 @@
 """The CLI's commands, each an async function returning the process exit code."""
 
 import asyncio
+import contextlib
 import sys
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 from temporal_executor.bridge.service import run_bridge
 from temporal_executor.bridge.transport import Transport
@@ -18,6 +20,8 @@ from temporal_executor.bus_client import (
     request_event,
     task_events,
 )
+from temporal_executor.dev import DevPorts, run_dev
+from temporal_executor.embedded_stack import EmbeddedStackError
 from temporal_executor.processes import stop_on_signals
 from temporal_executor.schemas.cloudevent import CloudEvent
 from temporal_executor.schemas.config import Settings
@@ -47,20 +51,41 @@ async def bridge(settings: Settings) -> int:
     return 0
 
 
-async def dev(settings: Settings, data_dir: Path, *, demo: bool) -> int:
-    from temporal_executor.dev import run_dev
-
+async def dev(settings: Settings, data_dir: Path, *, demo: bool, ports: DevPorts) -> int:
     stop = asyncio.Event()
     stop_on_signals(stop)
-    started: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-    stack_run = asyncio.create_task(run_dev(settings, stop, data_dir=data_dir, after_start=started))
+    started: asyncio.Future[Settings] = asyncio.get_running_loop().create_future()
+    stack_run = asyncio.create_task(
+        run_dev(settings, stop, data_dir=data_dir, ports=ports, after_start=started)
+    )
     if demo:
-        await asyncio.wait([started, stack_run], return_when=asyncio.FIRST_COMPLETED)
+        first: list[asyncio.Future[Any]] = [started, stack_run]
+        await asyncio.wait(first, return_when=asyncio.FIRST_COMPLETED)
         if started.done():
-            await send(settings, DEMO_MESSAGE, task_id=_new_task_id(), follow=True)
-            print("Demo done. Press Ctrl-C to stop the stack.", flush=True)
-    await stack_run
+            await _demo(started.result(), stop)
+    try:
+        await stack_run
+    except EmbeddedStackError as exc:
+        print(f"temporal-executor dev: {exc}", file=sys.stderr, flush=True)
+        return 1
     return 0
+
+
+async def _demo(settings: Settings, stop: asyncio.Event) -> None:
+    """Send the demo task and follow it, unless Ctrl-C comes first."""
+    demo = asyncio.create_task(send(settings, DEMO_MESSAGE, task_id=_new_task_id(), follow=True))
+    stopping = asyncio.create_task(stop.wait())
+    await asyncio.wait([demo, stopping], return_when=asyncio.FIRST_COMPLETED)
+    stopping.cancel()
+    if demo.done():
+        if demo.result() == 0:
+            print("Demo done. Press Ctrl-C to stop the stack.", flush=True)
+        else:
+            print("Demo task did not complete. Press Ctrl-C to stop the stack.", flush=True)
+        return
+    demo.cancel()  # the stack is going away: its events will not come
+    with contextlib.suppress(asyncio.CancelledError):
+        await demo
 
 
 def _new_task_id() -> str:

@@ -2,22 +2,33 @@
 
 The servers listen on their usual ports (Temporal 7233 with its UI on 8233, Kafka 9092,
 NATS 4222) so that `send`, `approve`, `kcat` and `nats` in another terminal find them
-with the default configuration.
+with the default configuration. `--temporal-port`, `--ui-port`, `--kafka-port` and
+`--nats-port` choose others; the banner then says which variables point another
+terminal at them.
 """
 
 import asyncio
 import contextlib
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from temporal_executor.bridge.service import run_bridge
 from temporal_executor.embedded_stack import EmbeddedStack, ServerName
 from temporal_executor.schemas.config import Settings
-from temporal_executor.worker.service import run_worker
 
-DEV_PORTS: dict[ServerName, int] = {"temporal": 7233, "kafka": 9092, "nats": 4222}
-DEV_UI_PORT = 8233
+
+@dataclass(frozen=True)
+class DevPorts:
+    """Where the dev stack listens; the defaults are the servers' usual ports."""
+
+    temporal: int = 7233
+    ui: int = 8233
+    kafka: int = 9092
+    nats: int = 4222
+
+    def servers(self) -> dict[ServerName, int]:
+        return {"temporal": self.temporal, "kafka": self.kafka, "nats": self.nats}
 
 
 def point_at_stack(settings: Settings, stack: EmbeddedStack) -> Settings:
@@ -34,22 +45,32 @@ async def run_dev(
     stop: asyncio.Event,
     *,
     data_dir: Path,
+    ports: DevPorts = DevPorts(),  # frozen: one shared default is safe
     out: TextIO = sys.stdout,
-    after_start: "asyncio.Future[None] | None" = None,
+    after_start: "asyncio.Future[Settings] | None" = None,
 ) -> None:
+    """Run the stack, a worker and a bridge until `stop` is set.
+
+    Once all are up, `after_start` gets the settings pointing at the stack, for whatever
+    else the caller runs against it (the demo).
+    """
+    # Imported here: the CLI builds its parser from `DevPorts` and should not load these.
+    from temporal_executor.bridge.service import run_bridge
+    from temporal_executor.worker.service import run_worker
+
     stack = EmbeddedStack(
         data_dir=data_dir,
         headless=False,
-        ports=DEV_PORTS,
-        extra_args={"temporal": ["--ui-port", str(DEV_UI_PORT)]},
+        ports=ports.servers(),
+        extra_args={"temporal": ["--ui-port", str(ports.ui)]},
     )
     async with stack:
         settings = point_at_stack(settings, stack)
-        print(_banner(stack, data_dir), file=out, flush=True)
+        print(_banner(stack, data_dir, ports, settings), file=out, flush=True)
         worker = asyncio.create_task(run_worker(settings, stop), name="worker")
         bridge = asyncio.create_task(run_bridge(settings, stop), name="bridge")
         if after_start is not None:
-            after_start.set_result(None)
+            after_start.set_result(settings)
         done, _ = await asyncio.wait([worker, bridge], return_when=asyncio.FIRST_EXCEPTION)
         stop.set()
         await asyncio.gather(worker, bridge, return_exceptions=True)
@@ -59,17 +80,34 @@ async def run_dev(
     print("embedded stack stopped", file=out, flush=True)
 
 
-def _banner(stack: EmbeddedStack, data_dir: Path) -> str:
-    return "\n".join(
-        [
-            "temporal-executor dev: embedded stack, worker and bridge are running",
-            f"  Temporal    {stack.temporal_address}",
-            f"  Temporal UI {stack.temporal_ui_url or '(headless)'}",
-            f"  Kafka       {stack.kafka_bootstrap}   (tansu, Kafka-compatible, in memory)",
-            f"  NATS        {stack.nats_url}   (JetStream)",
-            f"  data + logs {data_dir}",
-            "Send a task from another terminal:",
-            '  temporal-executor send "Please save a note about Temporal" --follow',
-            "Press Ctrl-C to stop everything.",
-        ]
-    )
+def _llm_line(settings: Settings) -> str:
+    llm = settings.llm
+    provider = llm.provider(llm.default_provider)
+    if provider is not None and provider.kind == "scripted":
+        # The demo must run with no API key, and must not pass for a real model.
+        return (
+            f"  LLM         scripted provider, model {llm.default_model!r}: no API key needed, "
+            "no model is called, replies are scripted"
+        )
+    return f"  LLM         {llm.default_provider}/{llm.default_model} (default for requests)"
+
+
+def _banner(stack: EmbeddedStack, data_dir: Path, ports: DevPorts, settings: Settings) -> str:
+    lines = [
+        "temporal-executor dev: embedded stack, worker and bridge are running",
+        f"  Temporal    {stack.temporal_address}",
+        f"  Temporal UI {stack.temporal_ui_url or '(headless)'}",
+        f"  Kafka       {stack.kafka_bootstrap}   (tansu, Kafka-compatible, in memory)",
+        f"  NATS        {stack.nats_url}   (JetStream)",
+        f"  data + logs {data_dir}",
+        _llm_line(settings),
+        "Send a task from another terminal:",
+    ]
+    if ports.servers() != DevPorts().servers():
+        # Not the usual ports: the default config would not find them.
+        lines += [f"  export {var}={value}" for var, value in sorted(stack.as_env().items())]
+    lines += [
+        '  temporal-executor send "Please save a note about Temporal" --follow',
+        "Press Ctrl-C to stop everything.",
+    ]
+    return "\n".join(lines)
