@@ -5,7 +5,9 @@ or the NATS subject, which ends in it) are handled one after another; different 
 concurrently, at most `max_in_flight` at once. A message is acknowledged only once it is
 handled or dead-lettered. While Temporal or the bus is down the message is retried with
 exponential backoff and not acknowledged, so nothing is lost and nothing is dead-lettered
-for an outage.
+for an outage. On stop, a message that would be retried is left unacknowledged instead, so
+the bus delivers it again (to this bridge's successor) and stopping never waits for an
+outage to end.
 """
 
 import asyncio
@@ -38,6 +40,7 @@ class Dispatcher:
         self._slots = asyncio.Semaphore(settings.max_in_flight)
         self._lanes: dict[str, asyncio.Task[None]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._stopping = asyncio.Event()
 
     async def run(self) -> None:
         """Consume until this task is cancelled (or the transport closed), then drain."""
@@ -53,6 +56,7 @@ class Dispatcher:
         except asyncio.CancelledError:
             log.info("dispatcher stopping", extra={"in_flight": len(self._tasks)})
         finally:
+            self._stopping.set()
             await self.drain()
 
     async def drain(self) -> None:
@@ -100,6 +104,21 @@ class Dispatcher:
                     "unexpected error handling a message",
                     extra={"source": delivery.message.source},
                 )
-            await delivery.keep_alive()
-            await asyncio.sleep(delay * random.uniform(0.8, 1.2))
+            if await self._stop_requested_within(delay * random.uniform(0.8, 1.2), delivery):
+                log.info(
+                    "stopping: message left unacknowledged; the bus will deliver it again",
+                    extra={"source": delivery.message.source},
+                )
+                return
             delay = min(delay * 2, self._settings.retry_max_seconds)
+
+    async def _stop_requested_within(self, seconds: float, delivery: Delivery) -> bool:
+        """Back off before the next attempt; True (at once) if the dispatcher is stopping."""
+        if self._stopping.is_set():
+            return True
+        await delivery.keep_alive()
+        try:
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+        except TimeoutError:
+            return False
+        return True

@@ -50,5 +50,5 @@ def configure_logging(settings: LoggingSettings) -> None:
     root.handlers[:] = [handler]
     root.setLevel(settings.level)
     # Client libraries are chatty at INFO (every reconnect, every group join).
-    for noisy in ("aiokafka", "nats", "httpx"):
+    for noisy in ("aiokafka", "nats", "httpx", "httpx2", "mcp"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

@@ -58,7 +58,7 @@ def service_settings(
     kafka_bootstrap: str,
     nats_url: str,
     notes_dir: str,
-    approval_timeout_seconds: float = 6,
+    approval_timeout_seconds: float = 12,
     name: str | None = None,
 ) -> Settings:
     """Settings with names of their own, so services in one session never share a queue,
