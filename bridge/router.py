@@ -78,16 +78,14 @@ class Router:
             data = {**data, "task_id": event.id}
         request = _validated(ExecutionRequested, data, event)
         task_id = request.task_id
-        reply_to = event.extension(REPLYTO_EXTENSION)
-        route = EventRoute(
-            bus=transport.bus,
-            events_destination=reply_to or transport.events_destination(task_id),
-            approvals_destination=reply_to or transport.approvals_destination(task_id),
-            approval_replies_destination=transport.approval_replies_destination(task_id),
+        task = task_input(
+            request,
+            transport,
+            reply_to=event.extension(REPLYTO_EXTENSION),
             traceparent=event.extension(TRACEPARENT_EXTENSION),
             tracestate=event.extension(TRACESTATE_EXTENSION),
         )
-        started = await self._gateway.start_task(AgentTaskInput(request=request, route=route))
+        started = await self._gateway.start_task(task)
         if started:
             log.info("task started", extra={"task_id": task_id, "bus": transport.bus})
         else:
@@ -126,8 +124,35 @@ def _validated(model: type[M], data: Any, event: CloudEvent) -> M:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or 'data'}: {err['msg']}"
-            for err in exc.errors()
-        )
-        raise DeadLetter(DeadLetterReason.INVALID_DATA, f"{event.type}: {problems}") from None
+        detail = f"{event.type}: {validation_problems(exc)}"
+        raise DeadLetter(DeadLetterReason.INVALID_DATA, detail) from None
+
+
+def task_input(
+    request: ExecutionRequested,
+    transport: Transport,
+    *,
+    reply_to: str | None = None,
+    traceparent: str | None = None,
+    tracestate: str | None = None,
+) -> AgentTaskInput:
+    """The workflow input of a request whose events go out on `transport`: to the task's
+    destinations there, or all to `reply_to` when the request names one. The bridge and the
+    HTTP gateway start every task with it."""
+    task_id = request.task_id
+    route = EventRoute(
+        bus=transport.bus,
+        events_destination=reply_to or transport.events_destination(task_id),
+        approvals_destination=reply_to or transport.approvals_destination(task_id),
+        approval_replies_destination=transport.approval_replies_destination(task_id),
+        traceparent=traceparent,
+        tracestate=tracestate,
+    )
+    return AgentTaskInput(request=request, route=route)
+
+
+def validation_problems(exc: ValidationError) -> str:
+    """`field: what is wrong` for each problem, as dead letters and HTTP errors report them."""
+    return "; ".join(
+        f"{'.'.join(str(p) for p in err['loc']) or 'data'}: {err['msg']}" for err in exc.errors()
+    )

@@ -4,9 +4,9 @@ Loaded from YAML (config/temporal-executor.yaml) with environment overrides; see
 `temporal_executor.settings` for the loader.
 """
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 ContentMode = Literal["binary", "structured"]
 
@@ -123,6 +123,25 @@ class BridgeSettings(StrictModel):
     allowed_approvers: list[str] = Field(default_factory=list)
 
 
+class GatewaySettings(StrictModel):
+    """The HTTP and A2A gateway (`temporal-executor gateway`, and in `dev`)."""
+
+    # 127.0.0.1 serves this machine only; 0.0.0.0 every interface (containers).
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    # The environment variable holding the bearer token every call must send; unset: no auth.
+    # The health, readiness, docs and agent card endpoints stay open.
+    auth_token_env: str | None = None
+    # The URL callers reach the gateway at, named in the A2A agent card; unset: the URL of
+    # the request that fetched the card.
+    public_url: str | None = None
+    # The A2A agent card's name and description.
+    agent_name: str = "temporal-executor"
+    agent_description: str = (
+        "Runs an AI agent task durably on Temporal: LLM calls, tool calls and human approvals."
+    )
+
+
 class ExecutorSettings(StrictModel):
     max_iterations: int = Field(default=10, ge=1)
     # true: every tool call needs approval; a list: these tools do.
@@ -140,7 +159,9 @@ class ExecutorSettings(StrictModel):
     continue_as_new_after_events: int = Field(default=10_000, ge=100)
 
 
-ProviderKind = Literal["anthropic", "openai", "azure_openai", "scripted"]
+ProviderKind = Literal[
+    "anthropic", "openai", "azure_openai", "vertex_anthropic", "vertex_gemini", "scripted"
+]
 
 
 class ScriptedTurn(StrictModel):
@@ -170,6 +191,19 @@ class ScriptedTurn(StrictModel):
     error_attempts: int | None = Field(default=None, ge=1)
 
 
+class FallbackTarget(StrictModel):
+    """Where a task's LLM call goes when its provider is down (rate limited or unavailable
+    after every attempt): another configured provider, and the model to ask there."""
+
+    provider: str = Field(min_length=1)
+    # None: the model the request named.
+    model: str | None = Field(default=None, min_length=1)
+
+
+_AZURE_AUTH = ("api_key_env", "azure_ad_token_env", "azure_ad_token_provider")
+_VERTEX_ONLY = ("project", "region", "access_token_env")
+
+
 class ProviderSettings(StrictModel):
     name: str = Field(min_length=1)
     kind: ProviderKind
@@ -177,11 +211,44 @@ class ProviderSettings(StrictModel):
     base_url: str | None = None
     # Azure OpenAI
     api_version: str | None = None
+    # Azure OpenAI with Microsoft Entra ID instead of a key (set at most one of these and
+    # api_key_env): a variable holding an access token (read once; it expires, so for tests
+    # and short jobs), or a refreshing token provider from the azure-identity package
+    # (installed separately).
+    azure_ad_token_env: str | None = None
+    azure_ad_token_provider: Literal["default_azure_credential"] | None = None
+    # Vertex AI (vertex_anthropic, vertex_gemini). Unset: the SDKs' usual variables
+    # (ANTHROPIC_VERTEX_PROJECT_ID or GOOGLE_CLOUD_PROJECT, CLOUD_ML_REGION or
+    # GOOGLE_CLOUD_LOCATION) and Application Default Credentials.
+    project: str | None = None
+    region: str | None = None
+    # A variable holding an OAuth 2 access token to use instead of Application Default
+    # Credentials (e.g. from `gcloud auth print-access-token`).
+    access_token_env: str | None = None
     # Models this provider may run; empty allows any.
     models: list[str] = Field(default_factory=list)
     default_max_tokens: int = Field(default=4096, gt=0)
     # Scripted provider: model name -> turns played in order, one per LLM call.
     scripts: dict[str, list[ScriptedTurn]] = Field(default_factory=dict)
+    # Tried in order when this provider stays rate limited or unavailable (see README).
+    fallbacks: list[FallbackTarget] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _options_fit_the_kind(self) -> "ProviderSettings":
+        unused = [f for f in _AZURE_AUTH[1:] if self.kind != "azure_openai" and getattr(self, f)]
+        unused += [
+            f for f in _VERTEX_ONLY if not self.kind.startswith("vertex_") and getattr(self, f)
+        ]
+        if unused:
+            msg = f"provider {self.name!r}: {', '.join(unused)} not used by kind {self.kind}"
+            raise ValueError(msg)
+        if self.kind == "azure_openai" and sum(bool(getattr(self, f)) for f in _AZURE_AUTH) > 1:
+            msg = f"provider {self.name!r}: set at most one of {', '.join(_AZURE_AUTH)}"
+            raise ValueError(msg)
+        if any(target.provider == self.name for target in self.fallbacks):
+            msg = f"provider {self.name!r} names itself in its fallbacks"
+            raise ValueError(msg)
+        return self
 
 
 def _default_providers() -> list[ProviderSettings]:
@@ -205,6 +272,12 @@ class LlmSettings(StrictModel):
         if duplicates:
             msg = f"llm.providers: duplicate provider names {duplicates}"
             raise ValueError(msg)
+        # A fallback is needed only when its provider is down: a typo must fail at start.
+        for provider in self.providers:
+            missing = [f.provider for f in provider.fallbacks if f.provider not in names]
+            if missing:
+                msg = f"llm.providers: {provider.name!r} falls back to unknown providers {missing}"
+                raise ValueError(msg)
         return self
 
     def provider(self, name: str) -> ProviderSettings | None:
@@ -237,6 +310,67 @@ def _default_tools() -> list[ToolSettings]:
     ]
 
 
+class McpServerSettings(StrictModel):
+    """An MCP server whose tools the model may call, as `<tool_prefix>__<tool>`.
+
+    The worker connects once at start (stdio: it starts `command` and keeps it running;
+    http: a streamable HTTP session to `url`) and lists the server's tools. Tool-name
+    lists (`allow`, `deny`, `require_approval`) take the server's names or the names the
+    model sees, and shell-style patterns such as `delete_*`.
+    """
+
+    name: str = Field(pattern=r"^[a-zA-Z0-9_-]{1,32}$")
+    transport: Literal["stdio", "http"]
+    # stdio: the server process. It gets PATH, HOME, USER, SHELL, TERM and LOGNAME, `env`,
+    # and the worker's variables named in `inherit_env` (a token, say), nothing else.
+    command: str | None = Field(default=None, min_length=1)
+    args: list[str] = Field(default_factory=list)
+    env: dict[str, str] = Field(default_factory=dict)
+    inherit_env: list[str] = Field(default_factory=list)
+    cwd: str | None = None
+    # http: the endpoint, headers sent on every request, and headers whose value is read
+    # from a worker variable (`{Authorization: MY_TOKEN_ENV}`).
+    url: str | None = Field(default=None, pattern=r"^https?://")
+    headers: dict[str, str] = Field(default_factory=dict)
+    headers_env: dict[str, str] = Field(default_factory=dict)
+    # Which of the server's tools are offered: `allow` (empty: all) minus `deny`.
+    allow: list[str] = Field(default_factory=list)
+    deny: list[str] = Field(default_factory=list)
+    # true: every tool of this server needs approval; a list: these do.
+    require_approval: bool | list[str] = False
+    # How long one tool call may take; None: executor.tool_timeout_seconds.
+    timeout_seconds: float | None = Field(default=None, gt=0)
+    connect_timeout_seconds: float = Field(default=10, gt=0)
+    # Tools are offered as `<tool_prefix>__<tool>`; None: the server's `name`; "": no prefix.
+    tool_prefix: str | None = Field(default=None, pattern=r"^[a-zA-Z0-9_-]{0,32}$")
+
+    @model_validator(mode="after")
+    def _fields_fit_the_transport(self) -> "McpServerSettings":
+        stdio_only = ("command", "args", "env", "inherit_env", "cwd")
+        http_only = ("url", "headers", "headers_env")
+        needed, unused = (
+            ("command", http_only) if self.transport == "stdio" else ("url", stdio_only)
+        )
+        if getattr(self, needed) is None:
+            msg = f"mcp server {self.name!r}: transport {self.transport} needs `{needed}`"
+            raise ValueError(msg)
+        if set_fields := [f for f in unused if getattr(self, f)]:
+            msg = (
+                f"mcp server {self.name!r}: {', '.join(set_fields)} not used by "
+                f"transport {self.transport}"
+            )
+            raise ValueError(msg)
+        return self
+
+
+def _unique_mcp_names(servers: list[McpServerSettings]) -> list[McpServerSettings]:
+    names = [server.name for server in servers]
+    if duplicates := sorted({n for n in names if names.count(n) > 1}):
+        msg = f"duplicate MCP server names {duplicates}"
+        raise ValueError(msg)
+    return servers
+
+
 class LoggingSettings(StrictModel):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     format: Literal["json", "text"] = "json"
@@ -246,9 +380,13 @@ class Settings(StrictModel):
     temporal: TemporalSettings = Field(default_factory=TemporalSettings)
     bus: BusSettings = Field(default_factory=BusSettings)
     bridge: BridgeSettings = Field(default_factory=BridgeSettings)
+    gateway: GatewaySettings = Field(default_factory=GatewaySettings)
     executor: ExecutorSettings = Field(default_factory=ExecutorSettings)
     llm: LlmSettings = Field(default_factory=LlmSettings)
     tools: list[ToolSettings] = Field(default_factory=_default_tools)
+    mcp_servers: Annotated[list[McpServerSettings], AfterValidator(_unique_mcp_names)] = Field(
+        default_factory=list
+    )
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
 
     @model_validator(mode="after")

@@ -125,12 +125,18 @@ class TaskPlan(BaseModel):
     so the workflow itself reads no config and stays deterministic."""
 
     selection: ModelSelection
+    # Tried in order when the LLM call with `selection` stays rate limited or unavailable
+    # after all its attempts (config's `llm.providers[].fallbacks` of the selected provider).
+    fallbacks: list[ModelSelection] = Field(default_factory=list)
     tools: list[ToolSpec]
     approval: ApprovalPolicy
     max_iterations: int
     llm_timeout_seconds: float
     llm_max_attempts: int
     tool_timeout_seconds: float
+    # Tools whose activity has a start-to-close of its own (a tool's `timeout_seconds`; an
+    # MCP server's, plus the wait for its connection); the others get tool_timeout_seconds.
+    tool_timeouts: dict[str, float] = Field(default_factory=dict)
     tool_max_attempts: int
     publish_timeout_seconds: float
     continue_as_new_after_events: int

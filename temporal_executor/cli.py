@@ -3,6 +3,7 @@
 dev        the embedded stack (Temporal, Kafka, NATS), a worker and a bridge
 worker     the worker process (agent workflows and activities)
 bridge     the bridge process (bus → Temporal)
+gateway    the HTTP and A2A gateway (REST API, Server-Sent Events, A2A JSON-RPC)
 send       publish an execution request; --follow prints its events
 approve    reply to an approval request
 cancel     ask for a task to be cancelled
@@ -66,13 +67,19 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
         return _write_schemas(Path(args.out))
     if command == "dev":
         ports = DevPorts(
-            temporal=args.temporal_port, ui=args.ui_port, kafka=args.kafka_port, nats=args.nats_port
+            temporal=args.temporal_port,
+            ui=args.ui_port,
+            kafka=args.kafka_port,
+            nats=args.nats_port,
+            gateway=args.gateway_port,
         )
         return await commands.dev(settings, Path(args.data_dir), demo=args.demo, ports=ports)
     if command == "worker":
         return await commands.worker(settings)
     if command == "bridge":
         return await commands.bridge(settings)
+    if command == "gateway":
+        return await commands.gateway(settings)
     if command == "send":
         return await commands.send(
             settings,
@@ -134,6 +141,7 @@ def _parser() -> argparse.ArgumentParser:
         ("ui", "the Temporal Web UI", defaults.ui),
         ("kafka", "Kafka", defaults.kafka),
         ("nats", "NATS", defaults.nats),
+        ("gateway", "the HTTP and A2A gateway", defaults.gateway),
     ]:
         dev.add_argument(
             f"--{server}-port",
@@ -145,6 +153,7 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("worker", help="run the worker")
     sub.add_parser("bridge", help="run the bridge")
+    sub.add_parser("gateway", help="run the HTTP and A2A gateway (config: gateway.*)")
 
     send = sub.add_parser("send", help="publish an execution request")
     send.add_argument("message", help="the user message")

@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+from temporal_executor.bridge.gateway import CannotStart, run_gateway
 from temporal_executor.bridge.service import run_bridge
 from temporal_executor.bridge.transport import Transport
 from temporal_executor.bridge.transports import create_transport
@@ -51,6 +52,17 @@ async def bridge(settings: Settings) -> int:
     return 0
 
 
+async def gateway(settings: Settings) -> int:
+    stop = asyncio.Event()
+    stop_on_signals(stop)
+    try:
+        await run_gateway(settings, stop)
+    except CannotStart as exc:
+        print(f"temporal-executor gateway: {exc}", file=sys.stderr, flush=True)
+        return 2
+    return 0
+
+
 async def dev(settings: Settings, data_dir: Path, *, demo: bool, ports: DevPorts) -> int:
     stop = asyncio.Event()
     stop_on_signals(stop)
@@ -65,7 +77,7 @@ async def dev(settings: Settings, data_dir: Path, *, demo: bool, ports: DevPorts
             await _demo(started.result(), stop)
     try:
         await stack_run
-    except EmbeddedStackError as exc:
+    except (EmbeddedStackError, CannotStart) as exc:
         print(f"temporal-executor dev: {exc}", file=sys.stderr, flush=True)
         return 1
     return 0

@@ -1,10 +1,10 @@
-"""`temporal-executor dev`: the embedded stack, a worker and a bridge in one process.
+"""`temporal-executor dev`: the embedded stack, a worker, a bridge and the gateway in one process.
 
 The servers listen on their usual ports (Temporal 7233 with its UI on 8233, Kafka 9092,
 NATS 4222) so that `send`, `approve`, `kcat` and `nats` in another terminal find them
-with the default configuration. `--temporal-port`, `--ui-port`, `--kafka-port` and
-`--nats-port` choose others; the banner then says which variables point another
-terminal at them.
+with the default configuration; the HTTP and A2A gateway listens on 127.0.0.1:8080.
+`--temporal-port`, `--ui-port`, `--kafka-port`, `--nats-port` and `--gateway-port` choose
+others; the banner then says which variables point another terminal at them.
 """
 
 import asyncio
@@ -26,6 +26,7 @@ class DevPorts:
     ui: int = 8233
     kafka: int = 9092
     nats: int = 4222
+    gateway: int = 8080
 
     def servers(self) -> dict[ServerName, int]:
         return {"temporal": self.temporal, "kafka": self.kafka, "nats": self.nats}
@@ -49,12 +50,13 @@ async def run_dev(
     out: TextIO = sys.stdout,
     after_start: "asyncio.Future[Settings] | None" = None,
 ) -> None:
-    """Run the stack, a worker and a bridge until `stop` is set.
+    """Run the stack, a worker, a bridge and the gateway until `stop` is set.
 
     Once all are up, `after_start` gets the settings pointing at the stack, for whatever
     else the caller runs against it (the demo).
     """
     # Imported here: the CLI builds its parser from `DevPorts` and should not load these.
+    from temporal_executor.bridge.gateway import GatewayServer
     from temporal_executor.bridge.service import run_bridge
     from temporal_executor.worker.service import run_worker
 
@@ -66,14 +68,20 @@ async def run_dev(
     )
     async with stack:
         settings = point_at_stack(settings, stack)
-        print(_banner(stack, data_dir, ports, settings), file=out, flush=True)
-        worker = asyncio.create_task(run_worker(settings, stop), name="worker")
-        bridge = asyncio.create_task(run_bridge(settings, stop), name="bridge")
-        if after_start is not None:
-            after_start.set_result(settings)
-        done, _ = await asyncio.wait([worker, bridge], return_when=asyncio.FIRST_EXCEPTION)
-        stop.set()
-        await asyncio.gather(worker, bridge, return_exceptions=True)
+        settings.gateway.host, settings.gateway.port = "127.0.0.1", ports.gateway
+        gateway = GatewayServer(settings)
+        await gateway.start()  # raises `CannotStart` (port taken) before anything else runs
+        try:
+            print(_banner(stack, data_dir, ports, settings, gateway.url), file=out, flush=True)
+            worker = asyncio.create_task(run_worker(settings, stop), name="worker")
+            bridge = asyncio.create_task(run_bridge(settings, stop), name="bridge")
+            if after_start is not None:
+                after_start.set_result(settings)
+            done, _ = await asyncio.wait([worker, bridge], return_when=asyncio.FIRST_EXCEPTION)
+            stop.set()
+            await asyncio.gather(worker, bridge, return_exceptions=True)
+        finally:
+            await gateway.stop()
         for task in done:
             with contextlib.suppress(asyncio.CancelledError):
                 task.result()
@@ -92,13 +100,20 @@ def _llm_line(settings: Settings) -> str:
     return f"  LLM         {llm.default_provider}/{llm.default_model} (default for requests)"
 
 
-def _banner(stack: EmbeddedStack, data_dir: Path, ports: DevPorts, settings: Settings) -> str:
+def _banner(
+    stack: EmbeddedStack,
+    data_dir: Path,
+    ports: DevPorts,
+    settings: Settings,
+    gateway_url: str | None = None,
+) -> str:
     lines = [
-        "temporal-executor dev: embedded stack, worker and bridge are running",
+        "temporal-executor dev: embedded stack, worker, bridge and gateway are running",
         f"  Temporal    {stack.temporal_address}",
         f"  Temporal UI {stack.temporal_ui_url or '(headless)'}",
         f"  Kafka       {stack.kafka_bootstrap}   (tansu, Kafka-compatible, in memory)",
         f"  NATS        {stack.nats_url}   (JetStream)",
+        f"  Gateway     {gateway_url or '(not started)'}   (HTTP API, A2A; docs at /docs)",
         f"  data + logs {data_dir}",
         _llm_line(settings),
         "Send a task from another terminal:",

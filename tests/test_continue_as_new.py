@@ -59,9 +59,6 @@ async def test_long_task_continues_as_new_without_losing_messages(
     sequences = [int(e.extension("sequence") or 0) for e in events]
     assert sequences == list(range(1, len(events) + 1))
     runs = [
-        w
-        async for w in service.client.list_workflows(
-            f'WorkflowId = "{workflow_id_for(task_id)}"'
-        )
+        w async for w in service.client.list_workflows(f'WorkflowId = "{workflow_id_for(task_id)}"')
     ]
     assert len(runs) >= 2, "the task should have continued as new at least once"

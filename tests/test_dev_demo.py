@@ -123,7 +123,8 @@ class Terminal:
 @pytest.fixture
 async def dev_demo(tmp_path: Path) -> AsyncIterator[tuple[Terminal, dict[str, int]]]:
     """`temporal-executor dev --demo` on free ports, run from an empty directory."""
-    ports = dict(zip(["temporal", "ui", "kafka", "nats"], _free_ports(4), strict=True))
+    servers = ["temporal", "ui", "kafka", "nats", "gateway"]
+    ports = dict(zip(servers, _free_ports(len(servers)), strict=True))
     flags = [arg for name, port in ports.items() for arg in (f"--{name}-port", str(port))]
     with (tmp_path / "dev.stderr").open("wb") as stderr:
         process = await asyncio.create_subprocess_exec(

@@ -951,3 +951,77 @@ def test_registry_imports_an_sdk_only_when_its_provider_is_used() -> None:
         "claude": ["anthropic"],
         "gpt": ["anthropic", "openai"],
     }
+
+
+# -- Azure OpenAI with Microsoft Entra ID -----------------------------------------------------
+
+ENTRA_ENV = "TE_TEST_ENTRA_TOKEN"
+
+
+def entra_settings(server: FakeOpenAIServer, **auth: Any) -> ProviderSettings:
+    return ProviderSettings.model_validate(
+        {
+            "name": "az",
+            "kind": "azure_openai",
+            "base_url": server.azure_endpoint,
+            "api_version": "2024-10-21",
+            **auth,
+        }
+    )
+
+
+async def test_azure_entra_token_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    with FakeOpenAIServer(models=["my-deployment"], entra_token="entra-token") as server:
+        monkeypatch.setenv(ENTRA_ENV, "entra-token")
+        # A key the SDK would pick up by itself if it were not told which credential to use.
+        monkeypatch.setenv("AZURE_OPENAI_API_KEY", server.api_key)
+        provider = OpenAIProvider(entra_settings(server, azure_ad_token_env=ENTRA_ENV))
+        server.enqueue(text("hello, Entra"))
+        try:
+            result = await provider.complete(call_input(model="my-deployment"))
+        finally:
+            await provider.aclose()
+
+    request = server.last_request
+    assert result.message.content == "hello, Entra"
+    assert request.path == "/openai/deployments/my-deployment/chat/completions"
+    assert request.header("authorization") == "Bearer entra-token"
+    assert request.header("api-key") is None
+
+
+async def test_azure_a_wrong_entra_token_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    with FakeOpenAIServer(entra_token="entra-token") as server:
+        monkeypatch.setenv(ENTRA_ENV, "expired-token")
+        provider = OpenAIProvider(entra_settings(server, azure_ad_token_env=ENTRA_ENV))
+        server.enqueue(text("never reached"))
+        try:
+            with pytest.raises(AuthenticationFailed, match=r"HTTP 401: Unauthorized\. Access"):
+                await provider.complete(call_input(model="d"))
+        finally:
+            await provider.aclose()
+
+    assert server.pending == 1
+
+
+def test_azure_entra_token_variable_must_be_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(ENTRA_ENV, raising=False)
+    with FakeOpenAIServer() as server:
+        settings = entra_settings(server, azure_ad_token_env=ENTRA_ENV)
+
+    with pytest.raises(ProviderNotConfigured, match=f"{ENTRA_ENV} is not set.*azure_ad_token_env"):
+        OpenAIProvider(settings)
+
+
+def test_azure_token_provider_needs_azure_identity(monkeypatch: pytest.MonkeyPatch) -> None:
+    # As if azure-identity were not installed: None in sys.modules fails the import.
+    monkeypatch.setitem(sys.modules, "azure.identity.aio", None)
+    with FakeOpenAIServer() as server:
+        settings = entra_settings(server, azure_ad_token_provider="default_azure_credential")
+
+    with pytest.raises(ProviderNotConfigured, match=r"pip install azure-identity"):
+        OpenAIProvider(settings)
+
+
+def test_azure_takes_one_credential() -> None:
+    with pytest.raises(ValueError, match="at most one of api_key_env, azure_ad_token_env"):
+        ProviderSettings(name="az", kind="azure_openai", api_key_env="K", azure_ad_token_env="T")

@@ -78,3 +78,14 @@ def test_results_must_fit_in_an_event(tmp_path: Path) -> None:
     config.write_text("bus:\n  max_message_bytes: 100000\nexecutor:\n  max_result_bytes: 60000\n")
     with pytest.raises(ConfigError, match="max_result_bytes"):
         load_settings(config, env={})
+
+
+def test_a_fallback_must_name_a_configured_provider(tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        "llm:\n  providers:\n"
+        "    - {name: a, kind: scripted, fallbacks: [{provider: b}]}\n"
+        "    - {name: b, kind: scripted, fallbacks: [{provider: typo}]}\n"
+    )
+    with pytest.raises(ConfigError, match=r"'b' falls back to unknown providers \['typo'\]"):
+        load_settings(config, env={})

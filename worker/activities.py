@@ -5,7 +5,9 @@ and the benchmark can give it other ones. Errors become `ApplicationError`s whos
 is the `error.type` the task fails with; only retryable ones are retried by Temporal.
 """
 
+import asyncio
 import json
+from collections.abc import Awaitable
 from datetime import timedelta
 from typing import Any
 
@@ -31,6 +33,9 @@ from temporal_executor.worker.llm.registry import ProviderRegistry
 from temporal_executor.worker.publisher import EventPublisher
 from temporal_executor.worker.tools.registry import ToolRegistry
 from temporal_executor.worker.truncation import truncate_text, truncate_value
+
+# How often run_tool heartbeats while a tool runs (the SDK throttles what it sends).
+HEARTBEAT_EVERY_SECONDS = 1.0
 
 
 def to_application_error(error: WorkerError) -> ApplicationError:
@@ -70,13 +75,25 @@ class AgentActivities:
         unknown = [name for name in wanted if self._tools.get(name) is None]
         specs: list[ToolSpec] = []
         approval_needed: list[str] = []
+        timeouts: dict[str, float] = {}
         for name in wanted:
             tool = self._tools.get(name)
             if tool is None:
                 continue
             specs.append(tool.spec)
+            if tool.settings.timeout_seconds is not None:
+                timeouts[name] = tool.settings.timeout_seconds
             if _needs_approval(name, tool.settings.require_approval, executor, request):
                 approval_needed.append(name)
+        # The selected provider's fallbacks, with the request's model settings. Not checked
+        # here: one naming a provider config lacks fails the task only if it is ever needed.
+        primary = self._llm.provider(selection.provider)
+        fallbacks = [
+            selection.model_copy(
+                update={"provider": target.provider, "model": target.model or selection.model}
+            )
+            for target in (primary.fallbacks if primary else [])
+        ]
         error = None
         if unknown:
             error = ErrorInfo(
@@ -86,6 +103,7 @@ class AgentActivities:
             )
         return TaskPlan(
             selection=selection,
+            fallbacks=fallbacks,
             tools=specs,
             approval=ApprovalPolicy(
                 tools=approval_needed,
@@ -96,6 +114,7 @@ class AgentActivities:
             llm_timeout_seconds=executor.llm_timeout_seconds,
             llm_max_attempts=executor.llm_max_attempts,
             tool_timeout_seconds=executor.tool_timeout_seconds,
+            tool_timeouts=timeouts,
             tool_max_attempts=executor.tool_max_attempts,
             publish_timeout_seconds=executor.publish_timeout_seconds,
             continue_as_new_after_events=executor.continue_as_new_after_events,
@@ -123,7 +142,7 @@ class AgentActivities:
             msg = f"the model called tool {call.tool_call.name!r}, which this task does not offer"
             raise ApplicationError(msg, type="unknown_tool", non_retryable=True)
         try:
-            value: Any = await tool(call.tool_call.arguments)
+            value: Any = await _heartbeating(tool(call.tool_call.arguments))
         except WorkerError as exc:
             raise to_application_error(exc) from exc
         value, truncated = truncate_value(_jsonable(value), self._executor.max_result_bytes)
@@ -137,6 +156,23 @@ class AgentActivities:
             # Results are truncated well below the bus limit, so this is a misconfiguration
             # (bus.max_message_bytes below executor.max_result_bytes): fail, don't retry forever.
             raise ApplicationError(str(exc), type="event_too_large", non_retryable=True) from exc
+
+
+async def _heartbeating(call: Awaitable[Any]) -> Any:
+    """Await a tool call, heartbeating meanwhile: a long call stays alive, and a worker
+    that dies mid-call is noticed after the heartbeat timeout, not the tool's timeout.
+    (The SDK sends at most one heartbeat per 80% of the heartbeat timeout.)"""
+
+    async def beat() -> None:
+        while True:
+            await asyncio.sleep(HEARTBEAT_EVERY_SECONDS)
+            activity.heartbeat()
+
+    beating = asyncio.create_task(beat())
+    try:
+        return await call
+    finally:
+        beating.cancel()
 
 
 def _needs_approval(

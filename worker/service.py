@@ -2,6 +2,7 @@
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from datetime import timedelta
 
 from temporalio.client import Client
@@ -15,14 +16,14 @@ from temporal_executor.schemas.task import BusName
 from temporal_executor.worker.activities import AgentActivities
 from temporal_executor.worker.llm.registry import ProviderRegistry
 from temporal_executor.worker.publisher import EventPublisher
-from temporal_executor.worker.tools.registry import ToolRegistry
+from temporal_executor.worker.tools.registry import ToolRegistry, ToolSource
 from temporal_executor.worker.workflow import AgentExecutionWorkflow
 
 log = logging.getLogger(__name__)
 
 
 def build_activities(
-    settings: Settings,
+    settings: Settings, tool_sources: Sequence[ToolSource] = ()
 ) -> tuple[AgentActivities, EventPublisher, ProviderRegistry]:
     providers = ProviderRegistry(settings.llm)
     publisher = EventPublisher(
@@ -32,7 +33,7 @@ def build_activities(
         executor=settings.executor,
         llm=settings.llm,
         providers=providers,
-        tools=ToolRegistry(settings.tools),
+        tools=ToolRegistry(settings.tools, tool_sources),
         publisher=publisher,
     )
     return activities, publisher, providers
@@ -59,18 +60,32 @@ def build_worker(client: Client, settings: Settings, activities: AgentActivities
 
 
 async def run_worker(settings: Settings, stop: asyncio.Event, client: Client | None = None) -> None:
+    # Imported here, not at the top: the `mcp` SDK costs ~30 MB, and the CLI imports this
+    # module in every process, the bridge included (see docs/performance.md, "Memory").
+    from temporal_executor.worker.tools.mcp_tools import McpTools
+
     client = client or await connect_temporal(settings.temporal)
-    activities, publisher, providers = build_activities(settings)
-    worker = build_worker(client, settings, activities)
-    log.info(
-        "worker started",
-        extra={"task_queue": settings.temporal.task_queue, "temporal": settings.temporal.host_port},
-    )
-    try:
-        async with worker:
-            await stop.wait()
-            log.info("worker stopping")
-    finally:
-        await publisher.close()
-        await providers.aclose()
+    # MCP servers are connected before the worker polls, so the first task sees their tools;
+    # one that is down does not stop the worker (see worker/tools/mcp_tools.py).
+    async with McpTools(
+        settings.mcp_servers,
+        default_timeout=settings.executor.tool_timeout_seconds,
+        reserved=[tool.name for tool in settings.tools],
+    ) as mcp:
+        activities, publisher, providers = build_activities(settings, mcp.servers)
+        worker = build_worker(client, settings, activities)
+        log.info(
+            "worker started",
+            extra={
+                "task_queue": settings.temporal.task_queue,
+                "temporal": settings.temporal.host_port,
+            },
+        )
+        try:
+            async with worker:
+                await stop.wait()
+                log.info("worker stopping")
+        finally:
+            await publisher.close()
+            await providers.aclose()
     log.info("worker stopped")

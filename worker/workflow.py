@@ -13,6 +13,7 @@ from typing import Any, NoReturn
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
+from temporalio.exceptions import TimeoutError as ActivityTimeoutError
 
 with workflow.unsafe.imports_passed_through():
     from pydantic import BaseModel
@@ -50,6 +51,8 @@ with workflow.unsafe.imports_passed_through():
 # Errors from which a retry of the same call cannot recover: the task fails at once.
 TASK_FATAL_TOOL_ERRORS = frozenset({"invalid_tool_arguments", "unknown_tool"})
 PLAN_TIMEOUT = timedelta(seconds=30)
+# A worker that dies during a tool call is noticed this soon, whatever the tool's timeout.
+TOOL_HEARTBEAT_TIMEOUT = timedelta(seconds=15)
 
 
 class TaskFailed(Exception):
@@ -149,21 +152,41 @@ class AgentExecutionWorkflow:
         )
 
     async def _call_llm(self, plan: TaskPlan) -> LlmCallResult:
-        try:
-            return await workflow.execute_activity_method(
-                AgentActivities.call_llm,
-                LlmCallInput(
-                    task_id=self._request.task_id,
-                    selection=plan.selection,
-                    system_prompt=self._request.system_prompt,
-                    messages=self._messages,
-                    tools=plan.tools,
-                ),
-                start_to_close_timeout=timedelta(seconds=plan.llm_timeout_seconds),
-                retry_policy=RetryPolicy(maximum_attempts=plan.llm_max_attempts),
-            )
-        except ActivityError as exc:
-            raise TaskFailed(_error_info(exc, default_type="llm_error")) from exc
+        """One LLM turn: the planned selection, then its fallbacks while it is down.
+
+        A selection is "down" when the activity failed with a retryable error (rate limit,
+        5xx, no connection) or timed out, after all its attempts; any other error fails the
+        task at once. Every turn starts with the planned selection, so a task returns to it
+        as soon as it recovers; the `provider` and `model` of `agent.llm.responded` tell
+        which one answered.
+        """
+        selections = [plan.selection, *plan.fallbacks]
+        while True:
+            selection = selections.pop(0)
+            try:
+                return await workflow.execute_activity_method(
+                    AgentActivities.call_llm,
+                    LlmCallInput(
+                        task_id=self._request.task_id,
+                        selection=selection,
+                        system_prompt=self._request.system_prompt,
+                        messages=self._messages,
+                        tools=plan.tools,
+                    ),
+                    start_to_close_timeout=timedelta(seconds=plan.llm_timeout_seconds),
+                    retry_policy=RetryPolicy(maximum_attempts=plan.llm_max_attempts),
+                )
+            except ActivityError as exc:
+                error = _error_info(exc, default_type="llm_error")
+                down = error.type in ("rate_limited", "provider_unavailable") or isinstance(
+                    exc.cause, ActivityTimeoutError
+                )
+                if not (down and selections):
+                    raise TaskFailed(error) from exc
+                workflow.logger.warning(
+                    "LLM provider down, falling back",
+                    extra={"failed": selection.provider, "next": selections[0].provider},
+                )
 
     async def _handle_tool_call(self, call: ToolCall, index: int, plan: TaskPlan) -> None:
         if call.name in plan.approval.tools:
@@ -180,7 +203,11 @@ class AgentExecutionWorkflow:
             result = await workflow.execute_activity_method(
                 AgentActivities.run_tool,
                 ToolCallInput(task_id=self._request.task_id, tool_call=call),
-                start_to_close_timeout=timedelta(seconds=plan.tool_timeout_seconds),
+                start_to_close_timeout=timedelta(
+                    seconds=plan.tool_timeouts.get(call.name, plan.tool_timeout_seconds)
+                ),
+                # run_tool heartbeats while the tool runs (see activities._heartbeating).
+                heartbeat_timeout=TOOL_HEARTBEAT_TIMEOUT,
                 retry_policy=RetryPolicy(maximum_attempts=plan.tool_max_attempts),
             )
         except ActivityError as exc:

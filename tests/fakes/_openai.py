@@ -18,6 +18,10 @@ _AZURE_ACCESS_DENIED = (
     "a valid key for an active subscription and use a correct regional API endpoint for your "
     "resource."
 )
+_AZURE_BAD_TOKEN = (
+    "Unauthorized. Access token is missing, invalid, audience is incorrect "
+    "(https://cognitiveservices.azure.com), or have expired."
+)
 _AZURE_NO_DEPLOYMENT = (
     "The API deployment for this resource does not exist. If you created the deployment within "
     "the last 5 minutes, please wait a moment and try again."
@@ -28,13 +32,20 @@ class FakeOpenAIServer(ScriptedLlmServer):
     """OpenAI: `POST /v1/chat/completions`, key as `Authorization: Bearer`.
 
     Azure: `POST /openai/deployments/{deployment}/chat/completions?api-version=...`, key
-    in the `api-key` header; `models` then lists the deployments.
+    in the `api-key` header or, when `entra_token` is given, that Microsoft Entra ID token
+    as `Authorization: Bearer`; `models` then lists the deployments.
     """
 
     def __init__(
-        self, *, api_key: str = "test-openai-key", models: Iterable[str] | None = None
+        self,
+        *,
+        api_key: str = "test-openai-key",
+        models: Iterable[str] | None = None,
+        entra_token: str | None = None,
     ) -> None:
         super().__init__(api_key=api_key, models=models)
+        # Azure: a Microsoft Entra ID token accepted as `Authorization: Bearer` instead of a key.
+        self.entra_token = entra_token
 
     @property
     def base_url(self) -> str:
@@ -164,7 +175,11 @@ class FakeOpenAIServer(ScriptedLlmServer):
     def _check_azure(self, request: RecordedRequest, deployment: str) -> None:
         if not request.query.get("api-version"):
             raise Refused(_azure_error(404, "404", "Resource not found"))
-        if request.header("api-key") != self.api_key:
+        authorization = request.header("authorization")
+        if authorization is not None and request.header("api-key") is None:
+            if self.entra_token is None or authorization != f"Bearer {self.entra_token}":
+                raise Refused(_azure_error(401, "401", _AZURE_BAD_TOKEN))
+        elif request.header("api-key") != self.api_key:
             raise Refused(_azure_error(401, "401", _AZURE_ACCESS_DENIED))
         if self.models is not None and deployment not in self.models:
             raise Refused(_azure_error(404, "DeploymentNotFound", _AZURE_NO_DEPLOYMENT))

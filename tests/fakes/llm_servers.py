@@ -1,4 +1,5 @@
-"""Local servers speaking the Anthropic Messages and OpenAI Chat Completions wire formats.
+"""Local servers speaking the Anthropic Messages, OpenAI Chat Completions (OpenAI and Azure)
+and Vertex AI (Claude `:rawPredict`, Gemini `:generateContent`) wire formats.
 
 The real SDKs, pointed at them with `base_url`, go through their whole HTTP stack. Each
 server plays a script of replies, one per accepted request, and records every request
@@ -10,7 +11,7 @@ missing `max_tokens` for Anthropic, tool results that do not answer the previous
 message's tool calls) and, when given `models`, an unknown model (404), each with the
 real API's error body.
 
-    with FakeOpenAIServer() as server:  # or FakeAnthropicServer()
+    with FakeOpenAIServer() as server:  # or FakeAnthropicServer(), FakeGeminiServer(), …
         server.enqueue(tool_calls(("calculator", {"expression": "6 * 7"})), text("42"))
         # point the SDK at server.base_url (Azure: server.azure_endpoint), key server.api_key
 
@@ -37,16 +38,26 @@ from ._script import (
     tool_calls,
     unauthorized,
 )
+from ._vertex import (
+    FakeGeminiServer,
+    FakeGoogleTokenServer,
+    FakeVertexAnthropicServer,
+    gemini_rate_limited,
+)
 
 __all__ = [
     "ErrorReply",
     "FakeAnthropicServer",
+    "FakeGeminiServer",
+    "FakeGoogleTokenServer",
     "FakeOpenAIServer",
     "FakeToolCall",
+    "FakeVertexAnthropicServer",
     "RecordedRequest",
     "Reply",
     "ScriptItem",
     "context_too_long",
+    "gemini_rate_limited",
     "http_error",
     "model_not_found",
     "rate_limited",

@@ -17,15 +17,19 @@ def api_key_from_env(settings: ProviderSettings, default_env: str) -> str:
     Read here rather than left to the SDK, so a missing key fails naming the variable
     config points at, and an SDK never silently picks up some other credential.
     """
-    env = settings.api_key_env or default_env
-    key = os.environ.get(env, "").strip()
-    if not key:
+    return secret_from_env(settings, settings.api_key_env or default_env, "api_key_env")
+
+
+def secret_from_env(settings: ProviderSettings, env: str, key: str) -> str:
+    """The value of variable `env`, which config's `llm.providers[].<key>` names."""
+    value = os.environ.get(env, "").strip()
+    if not value:
         msg = (
             f"{provider_label(settings)}: environment variable {env} is not set "
-            "(llm.providers[].api_key_env names it)"
+            f"(llm.providers[].{key} names it)"
         )
         raise ProviderNotConfigured(msg)
-    return key
+    return value
 
 
 def check_model(settings: ProviderSettings, model: str) -> None:

@@ -1,7 +1,9 @@
-"""Anthropic Messages API (non-streaming) through the official SDK.
+"""Anthropic Messages API (non-streaming) through the official SDK: Anthropic's own API
+(`kind: anthropic`) or Claude on Vertex AI (`kind: vertex_anthropic`, the SDK's Vertex
+client: same messages, the model in the URL, a Google access token instead of a key).
 
-Imported only when config names an `anthropic` provider (see `registry`), so a worker
-that does not use it never loads the SDK.
+Imported only when config names such a provider (see `registry`), so a worker that does
+not use it never loads the SDK.
 """
 
 from typing import Any
@@ -24,6 +26,13 @@ from temporal_executor.worker.llm._provider_settings import (
     check_model,
     provider_label,
 )
+from temporal_executor.worker.llm._vertex import (
+    access_token,
+    map_google_auth_error,
+    require_project,
+    vertex_project,
+    vertex_region,
+)
 from temporal_executor.worker.llm.errors import InvalidLlmRequest, LlmError, ProviderUnavailable
 
 # Passed on every call: with the client's default timeout the SDK refuses (ValueError)
@@ -36,15 +45,10 @@ class AnthropicProvider:
     def __init__(self, settings: ProviderSettings) -> None:
         self._settings = settings
         self._label = provider_label(settings)
-        self._client = anthropic.AsyncAnthropic(
-            api_key=api_key_from_env(settings, "ANTHROPIC_API_KEY"),
-            base_url=settings.base_url,
-            # Temporal owns retries, so every attempt is visible in the workflow's history.
-            max_retries=0,
-        )
+        self._client = _make_client(settings)
 
     @property
-    def client(self) -> anthropic.AsyncAnthropic:
+    def client(self) -> anthropic.AsyncAnthropic | anthropic.AsyncAnthropicVertex:
         return self._client
 
     async def complete(self, call: LlmCallInput) -> LlmCallResult:
@@ -68,6 +72,12 @@ class AnthropicProvider:
             )
         except anthropic.APIError as exc:
             raise map_anthropic_error(self._label, exc) from exc
+        except Exception as exc:
+            # On Vertex the SDK resolves Application Default Credentials on the first request.
+            mapped = map_google_auth_error(self._label, exc)
+            if mapped is None:
+                raise
+            raise mapped from exc
         return LlmCallResult(
             message=_assistant_message(reply),
             usage=_usage(reply),
@@ -77,6 +87,29 @@ class AnthropicProvider:
 
     async def aclose(self) -> None:
         await self._client.close()
+
+
+def _make_client(
+    settings: ProviderSettings,
+) -> anthropic.AsyncAnthropic | anthropic.AsyncAnthropicVertex:
+    # Temporal owns retries (max_retries=0), so every attempt is visible in the history.
+    if settings.kind != "vertex_anthropic":
+        return anthropic.AsyncAnthropic(
+            api_key=api_key_from_env(settings, "ANTHROPIC_API_KEY"),
+            base_url=settings.base_url,
+            max_retries=0,
+        )
+    project_envs = ("ANTHROPIC_VERTEX_PROJECT_ID", "GOOGLE_CLOUD_PROJECT")
+    project = require_project(settings, vertex_project(settings, *project_envs), *project_envs)
+    return anthropic.AsyncAnthropicVertex(
+        project_id=project,
+        region=vertex_region(settings, "CLOUD_ML_REGION", "GOOGLE_CLOUD_LOCATION"),
+        # None: Application Default Credentials, resolved and refreshed by the SDK.
+        access_token=access_token(settings),
+        # None: the region's endpoint, or ANTHROPIC_VERTEX_BASE_URL.
+        base_url=settings.base_url,
+        max_retries=0,
+    )
 
 
 def to_anthropic_messages(messages: list[ChatMessage]) -> list[MessageParam]:

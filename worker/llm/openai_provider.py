@@ -8,6 +8,7 @@ import json
 from typing import Any
 
 import openai
+from openai.lib.azure import AsyncAzureADTokenProvider
 from openai.types.chat import (
     ChatCompletion,
     ChatCompletionFunctionToolParam,
@@ -23,6 +24,7 @@ from temporal_executor.worker.llm._provider_settings import (
     api_key_from_env,
     check_model,
     provider_label,
+    secret_from_env,
 )
 from temporal_executor.worker.llm.errors import (
     InvalidLlmRequest,
@@ -40,7 +42,7 @@ class OpenAIProvider:
     def __init__(self, settings: ProviderSettings) -> None:
         self._settings = settings
         self._label = provider_label(settings)
-        self._client = _make_client(settings)
+        self._client, self._credential = _make_client(settings)
 
     @property
     def client(self) -> openai.AsyncOpenAI:
@@ -87,6 +89,8 @@ class OpenAIProvider:
 
     async def aclose(self) -> None:
         await self._client.close()
+        if self._credential is not None:
+            await self._credential.close()
 
     def _assistant_message(self, reply: ChatCompletion) -> AssistantMessage:
         if not reply.choices:
@@ -106,25 +110,70 @@ class OpenAIProvider:
         return AssistantMessage(content=message.content or "", tool_calls=calls)
 
 
-def _make_client(settings: ProviderSettings) -> openai.AsyncOpenAI:
+def _make_client(settings: ProviderSettings) -> tuple[openai.AsyncOpenAI, Any]:
+    """The SDK client, and the Azure credential to close with it (None when there is none)."""
     if settings.kind == "azure_openai":
         # Checked here: the SDK would fall back to AZURE_OPENAI_ENDPOINT / OPENAI_API_VERSION.
         endpoint, api_version = settings.base_url, settings.api_version
         if endpoint is None or api_version is None:
             msg = f"{provider_label(settings)}: set base_url and api_version in llm.providers[]"
             raise ProviderNotConfigured(msg)
-        return openai.AsyncAzureOpenAI(
-            api_key=api_key_from_env(settings, "AZURE_OPENAI_API_KEY"),
+        auth, credential = _azure_auth(settings)
+        azure = openai.AsyncAzureOpenAI(
+            **auth,
             azure_endpoint=endpoint,
             api_version=api_version,
             max_retries=0,
         )
-    return openai.AsyncOpenAI(
+        return azure, credential
+    client = openai.AsyncOpenAI(
         api_key=api_key_from_env(settings, "OPENAI_API_KEY"),
         base_url=settings.base_url,
         # Temporal owns retries, so every attempt is visible in the workflow's history.
         max_retries=0,
     )
+    return client, None
+
+
+# The scope of Azure OpenAI (Azure AI services) for Microsoft Entra ID tokens.
+AZURE_COGNITIVE_SERVICES_SCOPE = "https://cognitiveservices.azure.com/.default"
+
+
+def _azure_auth(settings: ProviderSettings) -> tuple[dict[str, Any], Any]:
+    """`AsyncAzureOpenAI`'s credential argument: a key, or a Microsoft Entra ID token.
+
+    Always passed explicitly, so the SDK never picks up AZURE_OPENAI_AD_TOKEN or
+    AZURE_OPENAI_API_KEY behind config's back.
+    """
+    if settings.azure_ad_token_provider is not None:
+        credential, provider = _default_azure_credential(settings)
+        return {"azure_ad_token_provider": provider}, credential
+    if settings.azure_ad_token_env is not None:
+        # Read once: a token expires (about an hour), so this is for tests and short jobs.
+        token = secret_from_env(settings, settings.azure_ad_token_env, "azure_ad_token_env")
+        return {"azure_ad_token": token}, None
+    return {"api_key": api_key_from_env(settings, "AZURE_OPENAI_API_KEY")}, None
+
+
+def _default_azure_credential(settings: ProviderSettings) -> tuple[Any, AsyncAzureADTokenProvider]:
+    """azure-identity's `DefaultAzureCredential` (managed identity, workload identity, Azure
+    CLI, environment, …), from the optional package, imported only here."""
+    try:
+        from azure.identity.aio import (  # type: ignore[import-not-found, unused-ignore]
+            DefaultAzureCredential,
+            get_bearer_token_provider,
+        )
+    except ImportError as exc:
+        msg = (
+            f"{provider_label(settings)}: azure_ad_token_provider needs the azure-identity "
+            "package (pip install azure-identity)"
+        )
+        raise ProviderNotConfigured(msg) from exc
+    credential = DefaultAzureCredential()
+    provider: AsyncAzureADTokenProvider = get_bearer_token_provider(
+        credential, AZURE_COGNITIVE_SERVICES_SCOPE
+    )
+    return credential, provider
 
 
 def to_openai_messages(

@@ -1,8 +1,8 @@
 """The configured LLM providers, each created on first use.
 
 A provider's module, and with it its SDK, is imported only when a task first asks for
-that provider: a worker that only runs the scripted demo never loads `anthropic` or
-`openai`, which saves start time and tens of MB per worker process.
+that provider: a worker that only runs the scripted demo never loads `anthropic`,
+`openai` or `google.genai`, which saves start time and tens of MB per worker process.
 """
 
 from temporal_executor.schemas.config import LlmSettings, ProviderSettings
@@ -56,7 +56,7 @@ class ProviderRegistry:
 
 def _create(settings: ProviderSettings) -> LlmProvider:
     # Imports inside the branches on purpose: they are what keeps the SDKs unloaded.
-    if settings.kind == "anthropic":
+    if settings.kind in ("anthropic", "vertex_anthropic"):
         from temporal_executor.worker.llm.anthropic_provider import AnthropicProvider
 
         return AnthropicProvider(settings)
@@ -64,6 +64,10 @@ def _create(settings: ProviderSettings) -> LlmProvider:
         from temporal_executor.worker.llm.openai_provider import OpenAIProvider
 
         return OpenAIProvider(settings)
+    if settings.kind == "vertex_gemini":
+        from temporal_executor.worker.llm.gemini_provider import GeminiProvider
+
+        return GeminiProvider(settings)
     from temporal_executor.worker.llm.scripted_provider import ScriptedProvider
 
     return ScriptedProvider(settings)

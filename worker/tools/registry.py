@@ -3,9 +3,9 @@
 import asyncio
 import importlib
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import BaseModel, ValidationError, create_model
 
@@ -46,18 +46,33 @@ class Tool:
         return {name: getattr(validated, name) for name in type(validated).model_fields}
 
 
-class ToolRegistry:
-    """Every tool config names, resolved once at worker start (a bad entry fails start)."""
+class ToolSource(Protocol):
+    """Tools that may change while the worker runs: an MCP server's, as last listed."""
 
-    def __init__(self, settings: list[ToolSettings]) -> None:
+    def tools(self) -> Mapping[str, Tool]: ...
+
+
+class ToolRegistry:
+    """Every tool config names, resolved once at worker start (a bad entry fails start),
+    then the tools of each source. A name already taken keeps its first owner."""
+
+    def __init__(self, settings: list[ToolSettings], sources: Sequence[ToolSource] = ()) -> None:
         self._tools = {entry.name: _load(entry) for entry in settings}
+        self._sources = list(sources)
 
     @property
     def names(self) -> list[str]:
-        return list(self._tools)
+        return list(self._all())
 
     def get(self, name: str) -> Tool | None:
-        return self._tools.get(name)
+        return self._tools.get(name) or self._all().get(name)
+
+    def _all(self) -> dict[str, Tool]:
+        tools = dict(self._tools)
+        for source in self._sources:
+            for name, tool in source.tools().items():
+                tools.setdefault(name, tool)
+        return tools
 
 
 def _load(entry: ToolSettings) -> Tool:

@@ -1,0 +1,52 @@
+"""The HTTP and A2A gateway: the same tasks as the bus, for callers without a bus client.
+
+- REST (the API of the executor this project descends from): `POST /api/v1/execute`,
+  `GET /api/v1/status/<workflow id>`, `POST /api/v1/approve/<workflow id>`,
+  `POST /api/v1/cancel/<workflow id>`, `GET /api/v1/events/<task id>` (Server-Sent Events);
+  OpenAPI at `/openapi.json` and `/docs`; `/healthz` and `/readyz`.
+- A2A v1.0 over JSON-RPC at `/a2a`, agent card at `/.well-known/agent-card.json`, with
+  approvals in kagent's human-in-the-loop extension.
+
+An ingress like the bridge: it starts, approves and cancels tasks through the bridge's
+`TemporalGateway` and reads their events from the bus; it never imports `worker`.
+"""
+
+from ._app import agent_card, create_app
+from ._errors import (
+    BusUnavailable,
+    CannotStart,
+    Forbidden,
+    GatewayError,
+    InvalidRequest,
+    NotAwaitingApproval,
+    PayloadTooLarge,
+    ShuttingDown,
+    TaskNotFound,
+    TaskNotRunning,
+    TemporalUnavailable,
+)
+from ._hitl import HITL_EXTENSION_URI
+from ._server import GatewayServer, auth_token, run_gateway
+from ._tasks import TaskService, TemporalLink
+
+__all__ = [
+    "HITL_EXTENSION_URI",
+    "BusUnavailable",
+    "CannotStart",
+    "Forbidden",
+    "GatewayError",
+    "GatewayServer",
+    "InvalidRequest",
+    "NotAwaitingApproval",
+    "PayloadTooLarge",
+    "ShuttingDown",
+    "TaskNotFound",
+    "TaskNotRunning",
+    "TaskService",
+    "TemporalLink",
+    "TemporalUnavailable",
+    "agent_card",
+    "auth_token",
+    "create_app",
+    "run_gateway",
+]

@@ -1,0 +1,184 @@
+"""The gateway's ASGI app: REST API, A2A (JSON-RPC and agent card), health, OpenAPI docs."""
+
+import logging
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+from a2a.server.request_handlers.response_helpers import agent_card_to_dict
+from a2a.server.routes import add_a2a_routes_to_fastapi, create_jsonrpc_routes
+from a2a.types.a2a_pb2 import (
+    AgentCapabilities,
+    AgentCard,
+    AgentExtension,
+    AgentInterface,
+    AgentSkill,
+    HTTPAuthSecurityScheme,
+    SecurityRequirement,
+    SecurityScheme,
+    StringList,
+)
+from a2a.utils.constants import AGENT_CARD_WELL_KNOWN_PATH, PROTOCOL_VERSION_1_0, TransportProtocol
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from temporal_executor.schemas.config import Settings
+
+from ._a2a import TaskRequestHandler
+from ._errors import GatewayError
+from ._hitl import HITL_EXTENSION_URI
+from ._middleware import BearerAuth, EchoExtensions
+from ._models import ErrorBody, Health
+from ._rest import request_schemas, rest_router
+from ._tasks import TaskService
+
+log = logging.getLogger(__name__)
+
+A2A_PATH = "/a2a"
+BEARER_SCHEME = "bearer"
+
+
+def create_app(settings: Settings, tasks: TaskService, *, token: str | None) -> FastAPI:
+    """The app for `tasks`; with a `token`, every call but health, docs and the card needs it."""
+    app = FastAPI(
+        title="temporal-executor gateway",
+        version=_version(),
+        description=(
+            "Start, follow and approve agent tasks over HTTP, or drive them as an A2A agent. "
+            "Tasks are the ones the bus carries: same validation, same workflow "
+            "(`agent-execution-<task_id>`), same CloudEvents."
+        ),
+        redoc_url=None,
+    )
+    app.include_router(rest_router(tasks, max_body_bytes=settings.bus.max_message_bytes))
+
+    @app.get("/healthz", tags=["health"], summary="The process is up")
+    async def healthz() -> Health:
+        return Health(status="ok")
+
+    @app.get(
+        "/readyz",
+        tags=["health"],
+        summary="Temporal answers: tasks can be started",
+        responses={503: {"model": Health}},
+    )
+    async def readyz() -> JSONResponse:
+        problem = await tasks.readiness()
+        if problem is None:
+            return JSONResponse(Health(status="ready").model_dump())
+        body = Health(status="unavailable", detail=problem)
+        return JSONResponse(body.model_dump(), status_code=503)
+
+    @app.get(AGENT_CARD_WELL_KNOWN_PATH, tags=["A2A: Agent Card"], summary="The A2A agent card")
+    async def card(request: Request) -> JSONResponse:
+        base = settings.gateway.public_url or str(request.base_url)
+        found = agent_card(settings, base.rstrip("/"), bearer=token is not None)
+        return JSONResponse(agent_card_to_dict(found))
+
+    handler = TaskRequestHandler(tasks, cancel_wait_seconds=settings.bridge.rpc_timeout_seconds)
+    add_a2a_routes_to_fastapi(app, jsonrpc_routes=create_jsonrpc_routes(handler, A2A_PATH))
+    a2a_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = a2a_openapi()
+        schema.setdefault("components", {}).setdefault("schemas", {}).update(request_schemas())
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    app.add_exception_handler(GatewayError, _gateway_error)
+    app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_middleware(EchoExtensions, supported=frozenset({HITL_EXTENSION_URI}))
+    if token is not None:
+        app.add_middleware(BearerAuth, token=token)  # outermost: before anything else runs
+    return app
+
+
+def agent_card(settings: Settings, base_url: str, *, bearer: bool) -> AgentCard:
+    gateway = settings.gateway
+    card = AgentCard(
+        name=gateway.agent_name,
+        description=gateway.agent_description,
+        version=_version(),
+        documentation_url=f"{base_url}/docs",
+        supported_interfaces=[
+            AgentInterface(
+                url=f"{base_url}{A2A_PATH}",
+                protocol_binding=TransportProtocol.JSONRPC.value,
+                protocol_version=PROTOCOL_VERSION_1_0,
+            )
+        ],
+        capabilities=AgentCapabilities(
+            streaming=True,
+            push_notifications=False,
+            extensions=[
+                AgentExtension(
+                    uri=HITL_EXTENSION_URI,
+                    description="Tool calls that need a person's approval pause the task in "
+                    "input-required with a tool_approval_request; answer with a "
+                    "tool_approval_response (or the text approve / deny).",
+                    required=False,
+                )
+            ],
+        ),
+        default_input_modes=["text/plain"],
+        default_output_modes=["text/plain", "application/json"],
+        skills=[
+            AgentSkill(
+                id="agent-task",
+                name="Run an agent task",
+                description="Runs the message as a durable agent task: LLM turns and tool "
+                f"calls, with approvals where config asks. Default model: "
+                f"{settings.llm.default_provider}/{settings.llm.default_model}; message "
+                "metadata may set model_config {provider, model}, tools, system_prompt.",
+                tags=["agent", "temporal", "durable"],
+                examples=["Work out 6 * 7 and save a note about it."],
+            )
+        ],
+    )
+    if bearer:
+        card.security_schemes[BEARER_SCHEME].CopyFrom(
+            SecurityScheme(http_auth_security_scheme=HTTPAuthSecurityScheme(scheme="bearer"))
+        )
+        card.security_requirements.append(
+            SecurityRequirement(schemes={BEARER_SCHEME: StringList()})
+        )
+    return card
+
+
+def _version() -> str:
+    try:
+        return version("temporal-executor")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree
+        return "0"
+
+
+def _error(status: int, code: str, message: str) -> JSONResponse:
+    body = ErrorBody(status=status, error=code, message=message)
+    return JSONResponse(body.model_dump(), status_code=status)
+
+
+async def _gateway_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, GatewayError)
+    if exc.status >= 500:
+        log.warning(
+            "gateway request failed", extra={"path": request.url.path, "error": exc.message}
+        )
+    return _error(exc.status, exc.code, exc.message)
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, HTTPException)
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    return _error(exc.status_code, code, str(exc.detail))
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    problems = "; ".join(
+        f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+    )
+    return _error(400, "invalid_request", problems)

@@ -1,0 +1,229 @@
+"""The REST API of the executor this project descends from, served from the same tasks.
+
+Paths take the workflow id (`agent-execution-<task_id>`), as the seed's did, or the bare
+task id. Bodies are read as JSON whatever their `Content-Type` (the seed's own examples
+send JSON with curl's default form type) and validated with the bus's models.
+"""
+
+import contextlib
+import json
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any, TypeVar
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ValidationError
+from sse_starlette import EventSourceResponse, ServerSentEvent
+from starlette.background import BackgroundTask
+
+from temporal_executor.schemas.cloudevent import SEQUENCE_EXTENSION
+from temporal_executor.schemas.event_types import WORKFLOW_ID_PREFIX, workflow_id_for
+from temporal_executor.schemas.requests import ExecutionRequested
+
+from ..router import validation_problems
+from ._errors import InvalidRequest, PayloadTooLarge
+from ._models import (
+    ApprovalApplied,
+    ApprovalBody,
+    CancelBody,
+    CancelRequestedBody,
+    ErrorBody,
+    TaskAccepted,
+    TaskStatusBody,
+)
+from ._tasks import TaskService, cloudevent_json
+
+M = TypeVar("M", bound=BaseModel)
+PREFIX = "/api/v1"
+# Models of request bodies, for the OpenAPI document (bodies are parsed by hand, see above).
+REQUEST_MODELS: tuple[type[BaseModel], ...] = (ExecutionRequested, ApprovalBody, CancelBody)
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorBody, "description": what}
+    for code, what in [
+        (400, "invalid body"),
+        (401, "missing or wrong bearer token (when `gateway.auth_token_env` is set)"),
+        (404, "unknown task"),
+        (503, "Temporal unreachable"),
+    ]
+}
+
+
+def rest_router(tasks: TaskService, *, max_body_bytes: int) -> APIRouter:
+    router = APIRouter(prefix=PREFIX, tags=["tasks"], responses=_ERRORS)
+
+    async def body(request: Request, model: type[M], *, optional: bool = False) -> M:
+        return _parse(model, await _json_object(request, max_body_bytes, optional=optional))
+
+    @router.post(
+        "/execute",
+        status_code=202,
+        response_model=TaskAccepted,
+        summary="Start a task, as an agent.execution.requested event would",
+        openapi_extra=_body_schema(ExecutionRequested),
+        responses={
+            200: {"model": TaskAccepted, "description": "a task with this id exists: nothing new"},
+            413: {"model": ErrorBody, "description": "body over bus.max_message_bytes"},
+        },
+    )
+    async def execute(request: Request) -> JSONResponse:
+        data = await _json_object(request, max_body_bytes)
+        data.setdefault("task_id", f"task-{uuid.uuid4().hex}")
+        task = tasks.prepare(
+            _parse(ExecutionRequested, data),
+            traceparent=request.headers.get("traceparent"),
+            tracestate=request.headers.get("tracestate"),
+        )
+        started = await tasks.start(task)
+        task_id = task.request.task_id
+        workflow_id = workflow_id_for(task_id)
+        accepted = TaskAccepted(
+            task_id=task_id,
+            workflow_id=workflow_id,
+            started=started,
+            status_url=f"{PREFIX}/status/{workflow_id}",
+            events_url=f"{PREFIX}/events/{task_id}",
+        )
+        return JSONResponse(accepted.model_dump(), status_code=202 if started else 200)
+
+    @router.get(
+        "/status/{workflow_id}",
+        summary="The task's state, iteration, pending approvals and final message",
+    )
+    async def status(workflow_id: str) -> TaskStatusBody:
+        task_id = _task_id(workflow_id)
+        found = await tasks.status(task_id)
+        return TaskStatusBody(**found.model_dump(), workflow_id=workflow_id_for(task_id))
+
+    @router.post(
+        "/approve/{workflow_id}",
+        summary="Reply to the approval the task waits for, as a bus reply would",
+        openapi_extra=_body_schema(ApprovalBody),
+        responses={
+            403: {"model": ErrorBody, "description": "approver not in bridge.allowed_approvers"},
+            409: {"model": ErrorBody, "description": "not waiting for this approval, or ended"},
+        },
+    )
+    async def approve(workflow_id: str, request: Request) -> ApprovalApplied:
+        task_id = _task_id(workflow_id)
+        reply = await body(request, ApprovalBody)
+        approval_id = await tasks.approve(
+            task_id,
+            approval_id=reply.approval_id,
+            approved=reply.approved,
+            approver=reply.approver,
+            reason=reply.reason,
+            arguments=reply.arguments,
+        )
+        return ApprovalApplied(task_id=task_id, approval_id=approval_id, approved=reply.approved)
+
+    @router.post(
+        "/cancel/{workflow_id}",
+        status_code=202,
+        summary="Ask for the task to be cancelled, as a cancel event would",
+        openapi_extra=_body_schema(CancelBody, required=False),
+        responses={409: {"model": ErrorBody, "description": "the task has ended"}},
+    )
+    async def cancel(workflow_id: str, request: Request) -> CancelRequestedBody:
+        task_id = _task_id(workflow_id)
+        reason = (await body(request, CancelBody, optional=True)).reason
+        await tasks.cancel(task_id, reason)
+        return CancelRequestedBody(task_id=task_id)
+
+    @router.get(
+        "/events/{task_id}",
+        summary="The task's events as Server-Sent Events, from its first to its last",
+        response_class=EventSourceResponse,
+        responses={
+            200: {
+                "content": {"text/event-stream": {}},
+                "description": "`id` is the event id, `event` its type, `data` the CloudEvent "
+                "(JSON format); the stream ends after the task's terminal event. "
+                "`Last-Event-ID` resumes after that event.",
+            }
+        },
+    )
+    async def events(task_id: str, request: Request) -> EventSourceResponse:
+        task_id = _task_id(task_id)
+        task = await tasks.task_input(task_id)
+        after = _sequence(request.headers.get("last-event-id"))
+        # Opened here, so that a bus problem is a 503 rather than an empty stream; closed when
+        # the stream ends, or after the response if it never started (the client left).
+        opened = contextlib.AsyncExitStack()
+        found = await opened.enter_async_context(tasks.events(task_id, task.route, from_start=True))
+
+        async def stream() -> AsyncIterator[ServerSentEvent]:
+            try:
+                async for event in found:
+                    if int(event.extension(SEQUENCE_EXTENSION) or 0) <= after:
+                        continue
+                    yield ServerSentEvent(
+                        data=json.dumps(cloudevent_json(event), ensure_ascii=False),
+                        event=event.type,
+                        id=event.id,
+                    )
+            finally:
+                await opened.aclose()
+
+        return EventSourceResponse(stream(), background=BackgroundTask(opened.aclose))
+
+    return router
+
+
+def request_schemas() -> dict[str, Any]:
+    """Component schemas of the request bodies, for the OpenAPI document."""
+    components: dict[str, Any] = {}
+    for model in REQUEST_MODELS:
+        schema = model.model_json_schema(by_alias=True, ref_template="#/components/schemas/{model}")
+        components.update(schema.pop("$defs", {}))
+        components[model.__name__] = schema
+    execute = components[ExecutionRequested.__name__]
+    # Over HTTP the gateway picks a task id when the body has none.
+    execute["required"] = [name for name in execute["required"] if name != "task_id"]
+    execute["properties"]["task_id"]["description"] = "default: a new id, `task-<32 hex>`"
+    return components
+
+
+def _body_schema(model: type[BaseModel], *, required: bool = True) -> dict[str, Any]:
+    ref = {"$ref": f"#/components/schemas/{model.__name__}"}
+    return {"requestBody": {"required": required, "content": {"application/json": {"schema": ref}}}}
+
+
+async def _json_object(request: Request, limit: int, *, optional: bool = False) -> dict[str, Any]:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        msg = f"{declared} bytes exceeds the {limit}-byte limit"
+        raise PayloadTooLarge(msg)
+    raw = await request.body()
+    if len(raw) > limit:
+        msg = f"{len(raw)} bytes exceeds the {limit}-byte limit"
+        raise PayloadTooLarge(msg)
+    if optional and not raw.strip():
+        return {}
+    try:
+        data = json.loads(raw)
+    except ValueError as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        msg = f"the body is not JSON: {exc}"
+        raise InvalidRequest(msg) from None
+    if not isinstance(data, dict):
+        msg = f"the body must be a JSON object, got {type(data).__name__}"
+        raise InvalidRequest(msg)
+    return data
+
+
+def _parse(model: type[M], data: dict[str, Any]) -> M:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise InvalidRequest(validation_problems(exc)) from None
+
+
+def _task_id(path: str) -> str:
+    """`agent-execution-<task_id>` or `<task_id>` -> `<task_id>`."""
+    return path.removeprefix(WORKFLOW_ID_PREFIX) or path
+
+
+def _sequence(event_id: str | None) -> int:
+    """The sequence in an event id `<workflow id>/<sequence>`; 0 for none."""
+    tail = (event_id or "").rpartition("/")[2]
+    return int(tail) if tail.isdigit() else 0
