@@ -9,8 +9,6 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from temporal_executor.bridge.gateway import CannotStart, run_gateway
-from temporal_executor.bridge.service import run_bridge
 from temporal_executor.bridge.transport import Transport
 from temporal_executor.bridge.transports import create_transport
 from temporal_executor.bus_client import (
@@ -21,7 +19,7 @@ from temporal_executor.bus_client import (
     request_event,
     task_events,
 )
-from temporal_executor.dev import DevPorts, run_dev
+from temporal_executor.dev import DevPorts
 from temporal_executor.embedded_stack import EmbeddedStackError
 from temporal_executor.processes import stop_on_signals
 from temporal_executor.schemas.cloudevent import CloudEvent
@@ -33,12 +31,17 @@ from temporal_executor.schemas.requests import (
     ExecutionRequested,
     ModelSelection,
 )
-from temporal_executor.worker.service import run_worker
 
 DEMO_MESSAGE = "Work out 6 * 7 and save a note about it."
 
 
+# Each process imports only what it runs (a bridge does not need the worker, the gateway's
+# web stack or the LLM SDKs): that is most of its memory (docs/performance.md, "Memory").
+
+
 async def worker(settings: Settings) -> int:
+    from temporal_executor.worker.service import run_worker
+
     stop = asyncio.Event()
     stop_on_signals(stop)
     await run_worker(settings, stop)
@@ -46,6 +49,8 @@ async def worker(settings: Settings) -> int:
 
 
 async def bridge(settings: Settings) -> int:
+    from temporal_executor.bridge.service import run_bridge
+
     stop = asyncio.Event()
     stop_on_signals(stop)
     await run_bridge(settings, stop)
@@ -53,6 +58,8 @@ async def bridge(settings: Settings) -> int:
 
 
 async def gateway(settings: Settings) -> int:
+    from temporal_executor.bridge.gateway import CannotStart, run_gateway
+
     stop = asyncio.Event()
     stop_on_signals(stop)
     try:
@@ -64,6 +71,9 @@ async def gateway(settings: Settings) -> int:
 
 
 async def dev(settings: Settings, data_dir: Path, *, demo: bool, ports: DevPorts) -> int:
+    from temporal_executor.bridge.gateway import CannotStart
+    from temporal_executor.dev import run_dev
+
     stop = asyncio.Event()
     stop_on_signals(stop)
     started: asyncio.Future[Settings] = asyncio.get_running_loop().create_future()

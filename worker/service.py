@@ -1,8 +1,9 @@
 """The worker process: runs agent workflows and their activities until told to stop."""
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from datetime import timedelta
 
 from temporalio.client import Client
@@ -60,19 +61,9 @@ def build_worker(client: Client, settings: Settings, activities: AgentActivities
 
 
 async def run_worker(settings: Settings, stop: asyncio.Event, client: Client | None = None) -> None:
-    # Imported here, not at the top: the `mcp` SDK costs ~30 MB, and the CLI imports this
-    # module in every process, the bridge included (see docs/performance.md, "Memory").
-    from temporal_executor.worker.tools.mcp_tools import McpTools
-
     client = client or await connect_temporal(settings.temporal)
-    # MCP servers are connected before the worker polls, so the first task sees their tools;
-    # one that is down does not stop the worker (see worker/tools/mcp_tools.py).
-    async with McpTools(
-        settings.mcp_servers,
-        default_timeout=settings.executor.tool_timeout_seconds,
-        reserved=[tool.name for tool in settings.tools],
-    ) as mcp:
-        activities, publisher, providers = build_activities(settings, mcp.servers)
+    async with _mcp_servers(settings) as servers:
+        activities, publisher, providers = build_activities(settings, servers)
         worker = build_worker(client, settings, activities)
         log.info(
             "worker started",
@@ -89,3 +80,21 @@ async def run_worker(settings: Settings, stop: asyncio.Event, client: Client | N
             await publisher.close()
             await providers.aclose()
     log.info("worker stopped")
+
+
+@contextlib.asynccontextmanager
+async def _mcp_servers(settings: Settings) -> AsyncIterator[Sequence[ToolSource]]:
+    """Connected MCP servers, before the worker polls, so the first task sees their tools;
+    one that is down does not stop the worker (see worker/tools/mcp_tools.py)."""
+    if not settings.mcp_servers:
+        # The `mcp` SDK costs ~30 MB of RSS: only a worker that uses it imports it.
+        yield ()
+        return
+    from temporal_executor.worker.tools.mcp_tools import McpTools
+
+    async with McpTools(
+        settings.mcp_servers,
+        default_timeout=settings.executor.tool_timeout_seconds,
+        reserved=[tool.name for tool in settings.tools],
+    ) as mcp:
+        yield mcp.servers

@@ -51,6 +51,11 @@ with workflow.unsafe.imports_passed_through():
 # Errors from which a retry of the same call cannot recover: the task fails at once.
 TASK_FATAL_TOOL_ERRORS = frozenset({"invalid_tool_arguments", "unknown_tool"})
 PLAN_TIMEOUT = timedelta(seconds=30)
+# Planning and publishing run as local activities: both are short and idempotent (events
+# have deterministic ids), and a local activity saves two round trips through the server's
+# matching per call — the largest part of a one-turn task's latency (docs/performance.md).
+# Tasks that started before this patch keep replaying with regular activities.
+LOCAL_ACTIVITIES_PATCH = "local-plan-and-publish"
 # A worker that dies during a tool call is noticed this soon, whatever the tool's timeout.
 TOOL_HEARTBEAT_TIMEOUT = timedelta(seconds=15)
 
@@ -88,11 +93,18 @@ class AgentExecutionWorkflow:
     async def run(self, task: AgentTaskInput) -> TaskResult:
         plan: TaskPlan | None = None
         try:
-            plan = await workflow.execute_activity_method(
-                AgentActivities.plan_task,
-                self._request,
-                start_to_close_timeout=PLAN_TIMEOUT,
-            )
+            if workflow.patched(LOCAL_ACTIVITIES_PATCH):
+                plan = await workflow.execute_local_activity_method(
+                    AgentActivities.plan_task,
+                    self._request,
+                    start_to_close_timeout=PLAN_TIMEOUT,
+                )
+            else:  # a task started before the patch, replaying
+                plan = await workflow.execute_activity_method(
+                    AgentActivities.plan_task,
+                    self._request,
+                    start_to_close_timeout=PLAN_TIMEOUT,
+                )
             if self._sequence == 0:
                 await self._publish(
                     EventType.EXECUTION_STARTED,
@@ -398,21 +410,31 @@ class AgentExecutionWorkflow:
         self._sequence += 1
         workflow_id = workflow.info().workflow_id
         timeout = timedelta(seconds=plan.publish_timeout_seconds if plan else 15)
-        await workflow.execute_activity_method(
-            AgentActivities.publish_event,
-            PublishInput(
-                route=self._task.route,
-                event_type=event_type,
-                event_id=f"{workflow_id}/{self._sequence}",
-                task_id=self._request.task_id,
-                sequence=self._sequence,
-                time=workflow.now(),
-                data=data.model_dump(mode="json", by_alias=True),
-            ),
-            start_to_close_timeout=timeout,
-            # Publishing must not give up: the bus being down delays the task, never loses events.
-            retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=30)),
+        publish = PublishInput(
+            route=self._task.route,
+            event_type=event_type,
+            event_id=f"{workflow_id}/{self._sequence}",
+            task_id=self._request.task_id,
+            sequence=self._sequence,
+            time=workflow.now(),
+            data=data.model_dump(mode="json", by_alias=True),
         )
+        # Publishing must not give up: the bus being down delays the task, never loses events.
+        retry = RetryPolicy(maximum_interval=timedelta(seconds=30))
+        if workflow.patched(LOCAL_ACTIVITIES_PATCH):
+            await workflow.execute_local_activity_method(
+                AgentActivities.publish_event,
+                publish,
+                start_to_close_timeout=timeout,
+                retry_policy=retry,
+            )
+        else:  # a task started before the patch, replaying
+            await workflow.execute_activity_method(
+                AgentActivities.publish_event,
+                publish,
+                start_to_close_timeout=timeout,
+                retry_policy=retry,
+            )
 
 
 def _error_info(exc: ActivityError, *, default_type: str) -> ErrorInfo:

@@ -40,7 +40,7 @@ RECORDED_PREFIX = "recorded"
 BUS: BusName = "nats"
 # Long enough that a reply sent at once always beats it, even on a busy machine.
 APPROVAL_TIMEOUT_SECONDS = 2.5
-LONG_TOOL_TURNS = 6
+LONG_TOOL_TURNS = 12
 
 Steps = Callable[[Producer, BusWatcher, str], Awaitable[None]]
 

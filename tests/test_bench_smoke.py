@@ -1,0 +1,47 @@
+"""The benchmark (bench/, issue #7) runs end to end in its smallest configuration.
+
+A smoke test only: it checks that every figure is produced, never how fast anything is.
+"""
+
+import asyncio
+import os
+import sys
+from pathlib import Path
+
+from bench.report import ROWS
+from temporal_executor.embedded_stack import EmbeddedStack
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+async def test_quick_benchmark_prints_every_figure(
+    embedded_stack: EmbeddedStack, tmp_path: Path
+) -> None:
+    env = {
+        **os.environ,
+        # The session's servers, so the benchmark starts none of its own.
+        "TEMPORAL_ADDRESS": embedded_stack.temporal_address,
+        "NATS_URL": embedded_stack.nats_url,
+    }
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bench",
+        "--quick",
+        "--bus",
+        "nats",
+        "--workdir",
+        str(tmp_path),
+        cwd=ROOT,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    output, _ = await process.communicate()
+    text = output.decode(errors="replace")
+    assert process.returncode == 0, text
+    table = [line for line in text.splitlines() if line.startswith("| ")]
+    assert table[0].startswith("| figure | nats N=20 |")
+    for label, *_ in ROWS:
+        row = next((line for line in table if line.startswith(f"| {label} |")), None)
+        assert row is not None, f"no row {label!r} in:\n{text}"
