@@ -81,12 +81,15 @@ class Context:
 
 def settings_for(ctx: Context, bus: BusName, *, remote: bool = False) -> Settings:
     settings = service_settings(
-        temporal_address=ctx.remote_address if remote else ctx.stack.temporal_address,
-        kafka_bootstrap=ctx.stack.kafka_bootstrap if bus == "kafka" else "127.0.0.1:9",
-        nats_url=ctx.stack.nats_url if bus == "nats" else "nats://127.0.0.1:9",
-        notes_dir=str(ctx.options.workdir / "notes"),
-        name=f"b{uuid.uuid4().hex[:8]}",
+        ctx.stack, ctx.options.workdir / "notes", name=f"b{uuid.uuid4().hex[:8]}"
     )
+    if remote:
+        settings.temporal.host_port = ctx.remote_address
+    # The other bus is disabled; its address must not reach a real server either.
+    if bus != "kafka":
+        settings.bus.kafka.bootstrap_servers = "127.0.0.1:9"
+    if bus != "nats":
+        settings.bus.nats.url = "nats://127.0.0.1:9"
     settings.bus.default = bus
     settings.bus.kafka.enabled = bus == "kafka"
     settings.bus.nats.enabled = bus == "nats"

@@ -53,10 +53,8 @@ async def service(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> AsyncIterator[ServiceHarness]:
     settings = service_settings(
-        temporal_address=embedded_stack.temporal_address,
-        kafka_bootstrap=embedded_stack.kafka_bootstrap,
-        nats_url=embedded_stack.nats_url,
-        notes_dir=str(tmp_path_factory.mktemp("notes")),
+        embedded_stack,
+        tmp_path_factory.mktemp("notes"),
     )
     harness = ServiceHarness(settings, temporal_client)
     await harness.start()

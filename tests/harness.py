@@ -16,6 +16,7 @@ from temporalio.client import Client
 from temporal_executor.bridge.service import run_bridge
 from temporal_executor.bridge.transport import InboundMessage, Transport
 from temporal_executor.bridge.transports import create_transport
+from temporal_executor.embedded_stack import EmbeddedStack
 from temporal_executor.schemas.cloudevent import TASKID_EXTENSION, CloudEvent
 from temporal_executor.schemas.config import ContentMode, ScriptedTurn, Settings
 from temporal_executor.schemas.event_types import TERMINAL_TYPES, EventType
@@ -53,16 +54,19 @@ SCRIPTS: dict[str, list[dict[str, Any]]] = {
 
 
 def service_settings(
+    stack: EmbeddedStack,
+    notes_dir: str | Path,
     *,
-    temporal_address: str,
-    kafka_bootstrap: str,
-    nats_url: str,
-    notes_dir: str,
     approval_timeout_seconds: float = 12,
     name: str | None = None,
 ) -> Settings:
-    """Settings with names of their own, so services in one session never share a queue,
-    a topic, a stream or a consumer group."""
+    """Settings for the servers of `stack`, with names of their own, so services in one
+    session never share a queue, a topic, a stream or a consumer group."""
+    temporal_address, kafka_bootstrap, nats_url = (
+        stack.temporal_address,
+        stack.kafka_bootstrap,
+        stack.nats_url,
+    )
     suffix = name or uuid.uuid4().hex[:8]
     settings = Settings()
     settings.temporal.host_port = temporal_address
@@ -97,7 +101,7 @@ def service_settings(
         for model, turns in SCRIPTS.items()
     }
     note_tool = next(tool for tool in settings.tools if tool.name == "save_note")
-    note_tool.options = {"directory": notes_dir}
+    note_tool.options = {"directory": str(notes_dir)}
     return settings
 
 

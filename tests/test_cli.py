@@ -320,10 +320,8 @@ async def test_worker_and_bridge_processes_run_a_task_and_stop_on_sigterm(
 ) -> None:
     # A deployment of its own: queue, topics and streams no other test uses.
     settings = service_settings(
-        temporal_address=embedded_stack.temporal_address,
-        kafka_bootstrap=embedded_stack.kafka_bootstrap,
-        nats_url=embedded_stack.nats_url,
-        notes_dir=str(tmp_path / "notes"),
+        embedded_stack,
+        tmp_path / "notes",
     )
     config = ServiceProcess.write_config(settings, tmp_path / "config.yaml")
     worker = await Process.start("--config", str(config), "worker")

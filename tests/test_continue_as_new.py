@@ -20,10 +20,8 @@ async def small_history_service(
     embedded_stack: EmbeddedStack, temporal_client: Client, tmp_path: Path
 ) -> AsyncIterator[ServiceHarness]:
     settings = service_settings(
-        temporal_address=embedded_stack.temporal_address,
-        kafka_bootstrap=embedded_stack.kafka_bootstrap,
-        nats_url=embedded_stack.nats_url,
-        notes_dir=str(tmp_path),
+        embedded_stack,
+        tmp_path,
     )
     settings.executor.continue_as_new_after_events = 100
     settings.executor.max_iterations = TOOL_TURNS + 1

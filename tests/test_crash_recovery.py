@@ -20,10 +20,8 @@ async def _harness(
     stack: EmbeddedStack, client: Client, tmp_path: Path, *, bridge: bool, worker: bool
 ) -> tuple[ServiceHarness, Path]:
     settings = service_settings(
-        temporal_address=stack.temporal_address,
-        kafka_bootstrap=stack.kafka_bootstrap,
-        nats_url=stack.nats_url,
-        notes_dir=str(tmp_path / "notes"),
+        stack,
+        tmp_path / "notes",
         approval_timeout_seconds=600,
     )
     settings.logging.format = "text"

@@ -836,10 +836,8 @@ async def gemini_service(
     with FakeGeminiServer() as server:
         monkeypatch.setenv(TOKEN_ENV, server.access_token)
         settings = service_settings(
-            temporal_address=embedded_stack.temporal_address,
-            kafka_bootstrap=embedded_stack.kafka_bootstrap,
-            nats_url=embedded_stack.nats_url,
-            notes_dir=str(tmp_path),
+            embedded_stack,
+            tmp_path,
         )
         settings.llm.providers.append(vertex_settings("vertex_gemini", server, name="gemini"))
         harness = ServiceHarness(settings, temporal_client)

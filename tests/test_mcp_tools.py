@@ -149,10 +149,8 @@ async def mcp_service(
     http_server: HttpMcpServer,
 ) -> AsyncIterator[ServiceHarness]:
     settings = service_settings(
-        temporal_address=embedded_stack.temporal_address,
-        kafka_bootstrap=embedded_stack.kafka_bootstrap,
-        nats_url=embedded_stack.nats_url,
-        notes_dir=str(tmp_path_factory.mktemp("notes")),
+        embedded_stack,
+        tmp_path_factory.mktemp("notes"),
     )
     settings.mcp_servers = [
         # stdio; whoami needs approval (per tool), stats is denied.

@@ -74,10 +74,8 @@ async def scenario_service(
     embedded_stack: EmbeddedStack, temporal_client: Client, tmp_path: Path
 ) -> AsyncIterator[ServiceHarness]:
     settings = service_settings(
-        temporal_address=embedded_stack.temporal_address,
-        kafka_bootstrap=embedded_stack.kafka_bootstrap,
-        nats_url=embedded_stack.nats_url,
-        notes_dir=str(tmp_path),
+        embedded_stack,
+        tmp_path,
     )
     harness = ServiceHarness(scenario_settings(settings), temporal_client)
     await harness.start()

@@ -126,10 +126,8 @@ class WorkerSwitch:
 
 def _settings(stack: EmbeddedStack, notes: Path) -> Settings:
     settings = service_settings(
-        temporal_address=stack.temporal_address,
-        kafka_bootstrap=stack.kafka_bootstrap,
-        nats_url=stack.nats_url,
-        notes_dir=str(notes),
+        stack,
+        notes,
         approval_timeout_seconds=600,
     )
     settings.bridge.allowed_approvers = [ALLOWED_APPROVER]

@@ -77,10 +77,8 @@ class Outage:
 
 def _settings(stack: EmbeddedStack, notes: Path) -> Settings:
     return service_settings(
-        temporal_address=stack.temporal_address,
-        kafka_bootstrap=stack.kafka_bootstrap,
-        nats_url=stack.nats_url,
-        notes_dir=str(notes),
+        stack,
+        notes,
         approval_timeout_seconds=600,
     )
 

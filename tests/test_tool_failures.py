@@ -78,10 +78,8 @@ async def tool_service(
     embedded_stack: EmbeddedStack, temporal_client: Client, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[ServiceHarness]:
     settings = service_settings(
-        temporal_address=embedded_stack.temporal_address,
-        kafka_bootstrap=embedded_stack.kafka_bootstrap,
-        nats_url=embedded_stack.nats_url,
-        notes_dir=str(tmp_path_factory.mktemp("notes")),
+        embedded_stack,
+        tmp_path_factory.mktemp("notes"),
     )
     settings.executor.tool_timeout_seconds = TOOL_TIMEOUT_SECONDS
     settings.executor.tool_max_attempts = TOOL_MAX_ATTEMPTS

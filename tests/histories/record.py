@@ -161,10 +161,8 @@ async def record(directory: Path = HISTORY_DIR) -> list[Path]:
         )
         with tempfile.TemporaryDirectory() as notes:
             settings = service_settings(
-                temporal_address=stack.temporal_address,
-                kafka_bootstrap=stack.kafka_bootstrap,
-                nats_url=stack.nats_url,
-                notes_dir=notes,
+                stack,
+                notes,
                 name=RECORDED_PREFIX,
             )
             harness = ServiceHarness(scenario_settings(settings), client)
