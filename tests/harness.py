@@ -6,7 +6,7 @@ import contextlib
 import sys
 import uuid
 from collections import defaultdict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,7 @@ from temporalio.client import Client
 from temporal_executor.bridge.service import run_bridge
 from temporal_executor.bridge.transport import InboundMessage, Transport
 from temporal_executor.bridge.transports import create_transport
-from temporal_executor.embedded_stack import EmbeddedStack
+from temporal_executor.embedded_stack import EmbeddedStack, EmbeddedStackError
 from temporal_executor.schemas.cloudevent import TASKID_EXTENSION, CloudEvent
 from temporal_executor.schemas.config import ContentMode, ScriptedTurn, Settings
 from temporal_executor.schemas.event_types import TERMINAL_TYPES, EventType
@@ -62,11 +62,11 @@ def service_settings(
 ) -> Settings:
     """Settings for the servers of `stack`, with names of their own, so services in one
     session never share a queue, a topic, a stream or a consumer group."""
-    temporal_address, kafka_bootstrap, nats_url = (
-        stack.temporal_address,
-        stack.kafka_bootstrap,
-        stack.nats_url,
-    )
+    # A stack may run only some servers (the benchmark's, one bus at a time); the others
+    # get an address where nothing listens.
+    temporal_address = stack.temporal_address
+    kafka_bootstrap = _address_or(lambda: stack.kafka_bootstrap, "127.0.0.1:9")
+    nats_url = _address_or(lambda: stack.nats_url, "nats://127.0.0.1:9")
     suffix = name or uuid.uuid4().hex[:8]
     settings = Settings()
     settings.temporal.host_port = temporal_address
@@ -103,6 +103,13 @@ def service_settings(
     note_tool = next(tool for tool in settings.tools if tool.name == "save_note")
     note_tool.options = {"directory": str(notes_dir)}
     return settings
+
+
+def _address_or(address: Callable[[], str], unreachable: str) -> str:
+    try:
+        return address()
+    except EmbeddedStackError:
+        return unreachable
 
 
 class BusWatcher:
