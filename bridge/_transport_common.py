@@ -2,10 +2,18 @@
 
 import asyncio
 import contextlib
+import logging
 import random
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from .cloudevents_codec import EncodedMessage
+from .errors import TransportError
 from .transport import InboundMessage, MessageTooLarge
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 # Longest `dlq_error` kept: a header is no place for a whole traceback.
 MAX_ERROR_CHARS = 2000
@@ -28,6 +36,30 @@ class Backoff:
         self._delay = min(self._delay * 2, self._maximum)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=delay)
+
+
+async def connecting(
+    server: str,
+    what: str,
+    attempt: Callable[[], Awaitable[T]],
+    *,
+    transient: tuple[type[BaseException], ...],
+    give_up_after: float,
+    stop: asyncio.Event,
+) -> T:
+    """Retry `attempt` with backoff while `server` is unreachable (raises one of
+    `transient`), up to `give_up_after` seconds; then a `TransportError` naming the server."""
+    deadline = time.monotonic() + give_up_after
+    backoff = Backoff()
+    while True:
+        try:
+            return await attempt()
+        except transient as exc:
+            if time.monotonic() >= deadline:
+                msg = f"{server}: cannot {what}: {exc}"
+                raise TransportError(msg) from exc
+            log.warning("%s: cannot %s (%s); retrying", server, what, exc)
+            await backoff.wait(stop)
 
 
 class InFlight:

@@ -9,7 +9,6 @@ Publishing waits for `acks="all"`. Consuming (`_kafka_consumer`) starts with the
 import asyncio
 import logging
 import os
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -24,7 +23,7 @@ from temporal_executor.schemas.task import BusName
 
 from ._kafka_consumer import KafkaConsumerLoop, KafkaDelivery
 from ._kafka_watch import KafkaWatch
-from ._transport_common import Backoff, InFlight, check_size, dead_letter_headers
+from ._transport_common import InFlight, check_size, connecting, dead_letter_headers
 from .cloudevents_codec import decode_kafka, encode_kafka
 from .errors import TransportError
 from .transport import Delivery, InboundMessage, MessageTooLarge, Watch
@@ -102,18 +101,14 @@ class KafkaTransport:
         return kwargs
 
     async def _connecting(self, what: str, attempt: Callable[[], Awaitable[T]]) -> T:
-        """Retry `attempt` with backoff while the broker is unreachable, up to the timeout."""
-        deadline = time.monotonic() + self._connect_timeout
-        backoff = Backoff()
-        while True:
-            try:
-                return await attempt()
-            except KafkaError as exc:
-                if time.monotonic() >= deadline:
-                    msg = f"Kafka at {self._kafka.bootstrap_servers}: cannot {what}: {exc}"
-                    raise TransportError(msg) from exc
-                log.warning("kafka: cannot %s (%s); retrying", what, exc)
-                await backoff.wait(self._stopping)
+        return await connecting(
+            f"Kafka at {self._kafka.bootstrap_servers}",
+            what,
+            attempt,
+            transient=(KafkaError,),
+            give_up_after=self._connect_timeout,
+            stop=self._stopping,
+        )
 
     async def _create_topics(self) -> None:
         # Explicitly, before anything asks for metadata: brokers that auto-create topics on

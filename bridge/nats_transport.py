@@ -9,7 +9,6 @@ by itself, forever; the consume loops log and back off meanwhile.
 
 import asyncio
 import logging
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 
@@ -25,7 +24,7 @@ from temporal_executor.schemas.task import BusName
 
 from ._nats_consumer import NatsConsumerLoops, NatsDelivery
 from ._nats_watch import NatsWatch
-from ._transport_common import Backoff, check_size, dead_letter_headers
+from ._transport_common import check_size, connecting, dead_letter_headers
 from .cloudevents_codec import decode_nats, encode_nats
 from .errors import TransportError
 from .transport import Delivery, InboundMessage, MessageTooLarge, Watch
@@ -105,17 +104,14 @@ class NatsTransport:
         return nc
 
     async def _connecting(self, what: str, attempt: Callable[[], Awaitable[T]]) -> T:
-        deadline = time.monotonic() + self._connect_timeout
-        backoff = Backoff()
-        while True:
-            try:
-                return await attempt()
-            except (OSError, nats.errors.Error) as exc:
-                if time.monotonic() >= deadline:
-                    msg = f"NATS at {self._nats.url}: cannot {what}: {exc}"
-                    raise TransportError(msg) from exc
-                log.warning("nats: cannot %s (%s); retrying", what, exc)
-                await backoff.wait(self._stopping)
+        return await connecting(
+            f"NATS at {self._nats.url}",
+            what,
+            attempt,
+            transient=(OSError, nats.errors.Error),
+            give_up_after=self._connect_timeout,
+            stop=self._stopping,
+        )
 
     async def _on_error(self, exc: Exception) -> None:
         log.warning("nats: %r", exc)
