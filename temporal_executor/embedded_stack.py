@@ -75,6 +75,15 @@ _BINARIES: Mapping[ServerName, tuple[str, str]] = {
 # tansu reads these from the environment; a user's setting must not leak into our broker.
 _TANSU_ENV = ("CLUSTER_ID", "SCHEMA_REGISTRY", "OTEL_EXPORTER_OTLP_ENDPOINT", "STORAGE_ENGINE")
 _HOST = "127.0.0.1"
+# Dev-server tuning for latency (docs/performance.md). The history service reads new
+# transfer tasks (such as "dispatch the first workflow task") at most 20 times a second
+# by default, which added 0-45 ms between a workflow's start and its first workflow task;
+# eager activity execution hands an activity to the worker that scheduled it in the
+# reply to its workflow task, skipping a round through matching.
+TEMPORAL_DYNAMIC_CONFIG = {
+    "history.transferProcessorMaxPollRPS": "10000",
+    "system.enableActivityEagerExecution": "true",
+}
 _PORT_ATTEMPTS = 3
 
 
@@ -420,6 +429,8 @@ class EmbeddedStack:
             cmd = [binary, "server", "start-dev", "--ip", _HOST, "--port", port]
             cmd += ["--db-filename", str(data / "temporal.sqlite")]
             cmd += ["--headless"] if self._headless else []
+            for key, value in TEMPORAL_DYNAMIC_CONFIG.items():
+                cmd += ["--dynamic-config-value", f"{key}={value}"]
             # Every port we can name is ours to choose, unless extra_args gives it; the
             # history, matching and worker services take free ports start-dev has no
             # flags for.
