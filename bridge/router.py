@@ -20,6 +20,7 @@ from temporal_executor.schemas.event_types import EventType
 from temporal_executor.schemas.requests import ApprovalReplied, CancelRequested, ExecutionRequested
 from temporal_executor.schemas.task import AgentTaskInput, ApprovalDecision, EventRoute
 
+from .announcer import announce_started
 from .errors import DeadLetter, DeadLetterReason
 from .temporal_gateway import TemporalGateway
 from .transport import InboundMessage, Transport
@@ -33,6 +34,8 @@ class Router:
         self._gateway = gateway
         self._max_bytes = settings.bus.max_message_bytes
         self._allowed_approvers = frozenset(settings.bridge.allowed_approvers)
+        self._announce_started = settings.bridge.announce_started
+        self._source = settings.bus.source
 
     async def handle(self, transport: Transport, message: InboundMessage) -> None:
         try:
@@ -88,6 +91,8 @@ class Router:
         started = await self._gateway.start_task(task)
         if started:
             log.info("task started", extra={"task_id": task_id, "bus": transport.bus})
+            if self._announce_started:
+                await announce_started(transport, task, self._source)
         else:
             log.info("duplicate request ignored: task exists", extra={"task_id": task_id})
 

@@ -121,6 +121,10 @@ class BridgeSettings(StrictModel):
     rpc_timeout_seconds: float = Field(default=10, gt=0)
     # Approvers allowed to answer; empty means anyone who can publish on the bus.
     allowed_approvers: list[str] = Field(default_factory=list)
+    # Publish `agent.execution.started` as soon as Temporal accepted a start, ahead of the
+    # workflow's own copy (same id: consumers dedupe by id). Only for requests that name
+    # their model_config, the event's data; off: the workflow alone publishes it.
+    announce_started: bool = True
 
 
 class GatewaySettings(StrictModel):

@@ -169,6 +169,10 @@ async def test_a_task_started_over_http_publishes_on_the_default_bus(
     assert types(on_bus) == [e["event"] for e in streamed]
     assert on_bus[-1].type == EventType.EXECUTION_COMPLETED
     assert {e.extension("traceparent") for e in on_bus} == {headers["traceparent"]}
+    # The gateway announced the start too; SSE, like any consumer, showed it once.
+    watcher = service.watchers[bus]
+    raw = map(watcher.transport.decode, watcher.raw_events(task_id))
+    assert [e.id for e in raw if e.type == EventType.EXECUTION_STARTED] == [on_bus[0].id] * 2
 
 
 async def test_sse_resumes_after_last_event_id(http: httpx.AsyncClient) -> None:

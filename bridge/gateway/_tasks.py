@@ -33,6 +33,7 @@ from temporal_executor.schemas.task import (
     TaskStatus,
 )
 
+from ..announcer import announce_started
 from ..errors import BridgeError, DeadLetter, DeadLetterReason, RetryLater, TransportError
 from ..router import task_input
 from ..service import connect_with_retry
@@ -139,6 +140,9 @@ class TaskService:
             "task started" if started else "duplicate request ignored: task exists",
             extra={"task_id": task_id, "bus": task.route.bus, "via": "gateway"},
         )
+        if started and self._settings.bridge.announce_started:
+            transport = self._transports[task.route.bus]
+            await announce_started(transport, task, self._settings.bus.source)
         return started
 
     async def status(self, task_id: str) -> TaskStatus:
