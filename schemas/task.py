@@ -154,3 +154,9 @@ class PublishInput(BaseModel):
     sequence: int
     time: datetime
     data: dict[str, Any]
+
+
+class PublishBatch(BaseModel):
+    """Events a workflow produced back to back, published in order by one activity."""
+
+    events: list[PublishInput]

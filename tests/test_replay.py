@@ -33,11 +33,12 @@ from temporal_executor.worker.workflow import AgentExecutionWorkflow
 
 from .harness import ServiceHarness, new_task_id, service_settings
 from .histories.record import (
-    HISTORY_DIR,
+    CURRENT_VERSION,
     SCENARIOS,
     recorded_workflow_id,
     run_scenario,
     scenario_settings,
+    version_dirs,
 )
 
 
@@ -62,10 +63,11 @@ async def replay_failures(
 
 def recorded_histories() -> dict[str, WorkflowHistory]:
     return {
-        path.name: WorkflowHistory.from_json(
+        f"{path.parent.name}/{path.name}": WorkflowHistory.from_json(
             recorded_workflow_id(path), path.read_text(encoding="utf-8")
         )
-        for path in sorted(HISTORY_DIR.glob("*.json"))
+        for version in version_dirs()
+        for path in sorted(version.glob("*.json"))
     }
 
 
@@ -97,9 +99,12 @@ async def test_histories_of_tasks_run_now_replay(scenario_service: ServiceHarnes
     assert await replay_failures(histories) == {}
 
 
-def test_every_scenario_has_a_recorded_history() -> None:
-    recorded = {path.name.split(".")[0] for path in HISTORY_DIR.glob("*.json")}
-    assert recorded == set(SCENARIOS), "run `python -m tests.histories.record`, see README.md"
+def test_every_scenario_has_a_recorded_history_in_every_version() -> None:
+    versions = version_dirs()
+    assert CURRENT_VERSION in [v.name for v in versions]
+    for version in versions:
+        recorded = {path.name.split(".")[0] for path in version.glob("*.json")}
+        assert recorded == set(SCENARIOS), f"{version.name}: see tests/histories/README.md"
 
 
 async def test_recorded_histories_replay_with_the_current_code() -> None:

@@ -23,6 +23,7 @@ from temporal_executor.schemas.task import (
     ApprovalPolicy,
     LlmCallInput,
     LlmCallResult,
+    PublishBatch,
     PublishInput,
     TaskPlan,
     ToolCallInput,
@@ -150,6 +151,15 @@ class AgentActivities:
 
     @activity.defn(name="publish_event")
     async def publish_event(self, publish: PublishInput) -> None:
+        await self._publish(publish)
+
+    @activity.defn(name="publish_events")
+    async def publish_events(self, batch: PublishBatch) -> None:
+        # In order; a retry publishes the earlier ones again, with the same ids.
+        for publish in batch.events:
+            await self._publish(publish)
+
+    async def _publish(self, publish: PublishInput) -> None:
         try:
             await self._publisher.publish(publish)
         except MessageTooLarge as exc:

@@ -38,6 +38,7 @@ with workflow.unsafe.imports_passed_through():
         LlmCallInput,
         LlmCallResult,
         PendingApproval,
+        PublishBatch,
         PublishInput,
         TaskPlan,
         TaskResult,
@@ -56,6 +57,10 @@ PLAN_TIMEOUT = timedelta(seconds=30)
 # matching per call — the largest part of a one-turn task's latency (docs/performance.md).
 # Tasks that started before this patch keep replaying with regular activities.
 LOCAL_ACTIVITIES_PATCH = "local-plan-and-publish"
+# An `agent.llm.responded` waits for the event that follows it (the task's end, or an
+# approval request) and both go out in one local activity: one round trip through the
+# worker's SDK core less per turn. Older tasks publish each event on its own.
+BATCHED_PUBLISH_PATCH = "batched-publish"
 # A worker that dies during a tool call is noticed this soon, whatever the tool's timeout.
 TOOL_HEARTBEAT_TIMEOUT = timedelta(seconds=15)
 
@@ -88,6 +93,8 @@ class AgentExecutionWorkflow:
         self._decisions: dict[str, ApprovalDecision] = {}
         self._final_message: str | None = None
         self._error: str | None = None
+        # Events made but not yet published; see `_publish`.
+        self._outbox: list[PublishInput] = []
 
     @workflow.run
     async def run(self, task: AgentTaskInput) -> TaskResult:
@@ -151,6 +158,7 @@ class AgentExecutionWorkflow:
                     metadata=self._request.metadata,
                 ),
                 plan,
+                hold=True,
             )
             if not reply.message.tool_calls:
                 return await self._finish_completed(reply.message.content, plan)
@@ -211,6 +219,7 @@ class AgentExecutionWorkflow:
                 return
             if decision.arguments is not None:
                 call = call.model_copy(update={"arguments": decision.arguments})
+        await self._flush(plan)
         try:
             result = await workflow.execute_activity_method(
                 AgentActivities.run_tool,
@@ -406,32 +415,59 @@ class AgentExecutionWorkflow:
             plan,
         )
 
-    async def _publish(self, event_type: EventType, data: BaseModel, plan: TaskPlan | None) -> None:
+    async def _publish(
+        self, event_type: EventType, data: BaseModel, plan: TaskPlan | None, *, hold: bool = False
+    ) -> None:
+        """Publish the event, after any held ones; `hold` keeps it for the next publish
+        (or `_flush`) instead, which the caller must make before it waits on anything."""
         self._sequence += 1
         workflow_id = workflow.info().workflow_id
-        timeout = timedelta(seconds=plan.publish_timeout_seconds if plan else 15)
-        publish = PublishInput(
-            route=self._task.route,
-            event_type=event_type,
-            event_id=f"{workflow_id}/{self._sequence}",
-            task_id=self._request.task_id,
-            sequence=self._sequence,
-            time=workflow.now(),
-            data=data.model_dump(mode="json", by_alias=True),
+        self._outbox.append(
+            PublishInput(
+                route=self._task.route,
+                event_type=event_type,
+                event_id=f"{workflow_id}/{self._sequence}",
+                task_id=self._request.task_id,
+                sequence=self._sequence,
+                time=workflow.now(),
+                data=data.model_dump(mode="json", by_alias=True),
+            )
         )
-        # Publishing must not give up: the bus being down delays the task, never loses events.
+        if (
+            hold
+            and workflow.patched(LOCAL_ACTIVITIES_PATCH)
+            and workflow.patched(BATCHED_PUBLISH_PATCH)
+        ):
+            return
+        await self._flush(plan)
+
+    async def _flush(self, plan: TaskPlan | None) -> None:
+        """Publish the held events, in order, in one activity."""
+        if not self._outbox:
+            return
+        timeout = timedelta(seconds=plan.publish_timeout_seconds if plan else 15)
+        # Publishing must not give up: the bus being down delays the task, never loses events
+        # (a cancellation may interrupt it: the terminal event still follows).
         retry = RetryPolicy(maximum_interval=timedelta(seconds=30))
-        if workflow.patched(LOCAL_ACTIVITIES_PATCH):
+        batch, self._outbox = self._outbox, []
+        if len(batch) > 1:
+            await workflow.execute_local_activity_method(
+                AgentActivities.publish_events,
+                PublishBatch(events=batch),
+                start_to_close_timeout=timeout,
+                retry_policy=retry,
+            )
+        elif workflow.patched(LOCAL_ACTIVITIES_PATCH):
             await workflow.execute_local_activity_method(
                 AgentActivities.publish_event,
-                publish,
+                batch[0],
                 start_to_close_timeout=timeout,
                 retry_policy=retry,
             )
         else:  # a task started before the patch, replaying
             await workflow.execute_activity_method(
                 AgentActivities.publish_event,
-                publish,
+                batch[0],
                 start_to_close_timeout=timeout,
                 retry_policy=retry,
             )

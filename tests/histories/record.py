@@ -35,6 +35,8 @@ from temporal_executor.schemas.task import BusName
 from ..harness import BusWatcher, Producer, ServiceHarness, service_settings, types
 
 HISTORY_DIR = Path(__file__).parent
+# One directory per version of the workflow's commands; `record` writes the newest.
+CURRENT_VERSION = "v3-batched-publish"
 # Recorded task ids are fixed (a fresh stack each time), so a file names its workflow.
 RECORDED_PREFIX = "recorded"
 BUS: BusName = "nats"
@@ -144,7 +146,7 @@ def _continued_from(history: WorkflowHistory) -> str:
     return started.continued_execution_run_id
 
 
-def history_files(name: str, count: int, directory: Path = HISTORY_DIR) -> list[Path]:
+def history_files(name: str, count: int, directory: Path) -> list[Path]:
     if count == 1:
         return [directory / f"{name}.json"]
     return [directory / f"{name}.{n}.json" for n in range(1, count + 1)]
@@ -154,7 +156,11 @@ def recorded_workflow_id(path: Path) -> str:
     return workflow_id_for(f"{RECORDED_PREFIX}-{path.name.split('.')[0]}")
 
 
-async def record(directory: Path = HISTORY_DIR) -> list[Path]:
+def version_dirs() -> list[Path]:
+    return sorted(p for p in HISTORY_DIR.iterdir() if p.is_dir() and p.name.startswith("v"))
+
+
+async def record(directory: Path) -> list[Path]:
     async with EmbeddedStack(("temporal", "nats", "kafka"), headless=True) as stack:
         client = await Client.connect(
             stack.temporal_address, data_converter=pydantic_data_converter
@@ -183,7 +189,9 @@ async def record(directory: Path = HISTORY_DIR) -> list[Path]:
 
 
 def main() -> None:
-    for path in asyncio.run(record()):
+    directory = HISTORY_DIR / CURRENT_VERSION
+    directory.mkdir(exist_ok=True)
+    for path in asyncio.run(record(directory)):
         sys.stdout.write(f"wrote {path}\n")
 
 
