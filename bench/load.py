@@ -151,14 +151,18 @@ def rate(n: int, first: float, times: list[float]) -> float:
     return n / max(max(times) - first, 1e-9)
 
 
-async def direct_starts(client: Client, n: int, concurrency: int, bus: BusName = "kafka") -> float:
-    """Starts/s of a plain client loop, `concurrency` starts in flight."""
+async def direct_starts(
+    client: Client, n: int, concurrency: int, bus: BusName = "kafka"
+) -> tuple[float, float]:
+    """Starts/s of a plain client loop, `concurrency` starts in flight, and the CPU
+    milliseconds this process spent per start (its Python and SDK-core threads)."""
     queue = f"bench-direct-{uuid.uuid4().hex[:8]}"
     prefix = f"d{uuid.uuid4().hex[:6]}"
     tasks = [task_input(f"{prefix}-{i}", bus) for i in range(n)]
-    first = time.time()
+    first, cpu = time.time(), time.process_time()
     await run_concurrently(tasks, lambda t: start_one(client, t, queue), concurrency)
-    return rate(n, first, await start_times(client, queue, n, prefix=prefix))
+    cpu_ms = (time.process_time() - cpu) * 1000 / n
+    return rate(n, first, await start_times(client, queue, n, prefix=prefix)), cpu_ms
 
 
 async def best_concurrency(
@@ -167,7 +171,7 @@ async def best_concurrency(
     """The concurrency at which a plain client loop starts the most workflows per second
     (a short sweep; the full run at that concurrency is `direct_starts`)."""
     sample = max(min(n // 4, 300), 10)
-    sweep = {c: await direct_starts(client, sample, c) for c in concurrencies}
+    sweep = {c: (await direct_starts(client, sample, c))[0] for c in concurrencies}
     return max(sweep, key=lambda c: sweep[c])
 
 

@@ -31,6 +31,13 @@ def rss_mb(pid: int) -> tuple[float, float]:
     return fields.get("VmRSS", 0.0), fields.get("VmHWM", 0.0)
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time `pid` has used so far, all its threads (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    utime, stime = int(fields[11]), int(fields[12])  # fields 14 and 15 of proc(5)
+    return (utime + stime) / os.sysconf("SC_CLK_TCK")
+
+
 class Proc:
     """A child process of the benchmark, stopped with SIGTERM (SIGKILL if it lingers)."""
 
@@ -71,6 +78,9 @@ class Proc:
 
     def rss(self) -> tuple[float, float]:
         return rss_mb(self.pid)
+
+    def cpu(self) -> float:
+        return cpu_seconds(self.pid)
 
     async def stop(self) -> None:
         if self.process is None or self.process.returncode is not None:

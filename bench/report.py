@@ -63,6 +63,8 @@ ROWS: list[tuple[str, Getter, Callable[[Value], str], str, Callable[[float], boo
         ">= 0.95",
         lambda v: v >= 0.95,
     ),
+    ("1. bridge CPU ms per start (its process)", _key("bridge_cpu"), "{:.2f}".format, "", None),
+    ("1. direct client CPU ms per start", _key("direct_cpu"), "{:.2f}".format, "", None),
     ("2. bridge starts/s, RPC delay", _key("bridge_remote"), _rate, "", None),
     ("2. direct client starts/s, RPC delay (best c)", _key("direct_remote"), _rate, "", None),
     ("2. naive consumer starts/s, RPC delay", _key("naive_remote"), _rate, "", None),

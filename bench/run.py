@@ -139,8 +139,8 @@ async def bridge_throughput(
     bridges: int = 1,
     remote: bool = False,
     role: str = "bridge",
-) -> tuple[float, float, float]:
-    """Starts/s through `bridges` bridge processes; (rate, idle RSS MB, peak RSS MB)."""
+) -> "BridgeRun":
+    """Starts/s through `bridges` bridge processes, their RSS and CPU per start."""
     settings = settings_for(ctx, bus, remote=remote)
     async with bus_client(settings, bus) as transport:
         tag = f"{bus}-n{n}-{'remote' if remote else 'local'}-x{bridges}"
@@ -152,16 +152,26 @@ async def bridge_throughput(
                 await wait_started(ctx.local, task_id, running)
             await asyncio.sleep(2 if bridges > 1 else 0.2)  # group settled, startup done
             idle = max(p.rss()[0] for p in running)
+            cpu = sum(p.cpu() for p in running)
             prefix = f"t{uuid.uuid4().hex[:6]}"
             first = await load.publish_requests(transport, [f"{prefix}-{i}" for i in range(n)])
             times = await load.start_times(
                 ctx.local, settings.temporal.task_queue, n + len(warm), prefix=prefix
             )
             peak = max(p.rss()[1] for p in running)
+            cpu_ms = (sum(p.cpu() for p in running) - cpu) * 1000 / n
         finally:
             for proc in running:
                 await proc.stop()
-    return load.rate(n, first, times), idle, peak
+    return BridgeRun(load.rate(n, first, times), idle, peak, cpu_ms)
+
+
+@dataclass
+class BridgeRun:
+    rate: float
+    idle_mb: float
+    peak_mb: float
+    cpu_ms_per_start: float
 
 
 async def naive_throughput(ctx: Context, bus: BusName, n: int, *, remote: bool) -> float:
@@ -318,34 +328,36 @@ async def run_n(ctx: Context, n: int) -> None:
         # same machine (other load on a small machine moves the server's capacity).
         if want("direct"):
             say(f"N={n} {bus}: direct baseline, local (c={best_local})")
-            rate = await load.direct_starts(ctx.local, n, best_local)
+            rate, cpu_ms = await load.direct_starts(ctx.local, n, best_local)
             table.set(n, bus, "direct_local", (rate, best_local))
+            table.set(n, bus, "direct_cpu", cpu_ms)
         if want("bridge"):
             say(f"N={n} {bus}: bridge, local")
-            rate, idle, peak = await bridge_throughput(ctx, bus, n)
-            table.set(n, bus, "bridge_local", rate)
-            peaks.append(peak)
-            table.set(n, bus, "bridge_rss", (idle, peak))
+            run = await bridge_throughput(ctx, bus, n)
+            table.set(n, bus, "bridge_local", run.rate)
+            table.set(n, bus, "bridge_cpu", run.cpu_ms_per_start)
+            peaks.append(run.peak_mb)
+            table.set(n, bus, "bridge_rss", (run.idle_mb, run.peak_mb))
         if want("two") and o.two_bridges:
             say(f"N={n} {bus}: two bridges, local")
-            rate, _, _ = await bridge_throughput(ctx, bus, n, bridges=2)
-            table.set(n, bus, "two_bridges", rate)
+            run = await bridge_throughput(ctx, bus, n, bridges=2)
+            table.set(n, bus, "two_bridges", run.rate)
         if want("lean"):
             say(f"N={n} {bus}: bridge without the CLI's other imports, local")
-            rate, idle, peak = await bridge_throughput(ctx, bus, n, role="lean-bridge")
-            table.set(n, bus, "lean_bridge_rss", (idle, peak))
+            run = await bridge_throughput(ctx, bus, n, role="lean-bridge")
+            table.set(n, bus, "lean_bridge_rss", (run.idle_mb, run.peak_mb))
         if want("naive"):
             say(f"N={n} {bus}: naive consumer, local")
             table.set(n, bus, "naive_local", await naive_throughput(ctx, bus, n, remote=False))
         if want("direct") and want("remote"):
             say(f"N={n} {bus}: direct baseline, remote (c={best_remote})")
-            rate = await load.direct_starts(ctx.remote, n, best_remote)
+            rate, _ = await load.direct_starts(ctx.remote, n, best_remote)
             table.set(n, bus, "direct_remote", (rate, best_remote))
         if want("remote"):
             say(f"N={n} {bus}: bridge, remote")
-            rate, _, peak = await bridge_throughput(ctx, bus, n, remote=True)
-            table.set(n, bus, "bridge_remote", rate)
-            peaks.append(peak)
+            run = await bridge_throughput(ctx, bus, n, remote=True)
+            table.set(n, bus, "bridge_remote", run.rate)
+            peaks.append(run.peak_mb)
         if want("naive") and want("remote"):
             say(f"N={n} {bus}: naive consumer, remote")
             table.set(n, bus, "naive_remote", await naive_throughput(ctx, bus, n, remote=True))
