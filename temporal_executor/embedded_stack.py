@@ -81,7 +81,7 @@ _HOST = "127.0.0.1"
 # eager activity execution hands an activity to the worker that scheduled it in the
 # reply to its workflow task, skipping a round through matching.
 TEMPORAL_DYNAMIC_CONFIG = {
-    "history.transferProcessorMaxPollRPS": "10000",
+    "history.transferProcessorMaxPollRPS": "1000",
     "system.enableActivityEagerExecution": "true",
 }
 _PORT_ATTEMPTS = 3
