@@ -3,9 +3,10 @@
 Deliveries may be handled concurrently and acked in any order; each partition's offset is
 committed only up to its first unacked message (`_kafka_offsets`), in batches: at most every
 `commit_interval_ms`, and whenever the consumer idles. At most `max_in_flight` deliveries
-are unacked at once; at the bound every partition is paused, and the consumer keeps polling
-so it stays in its group. On a rebalance, revoked partitions commit what is acked and are
-forgotten; a later ack of theirs is ignored and the next owner handles the message again.
+are unacked at once; when no room opens for a whole poll interval every partition is
+paused, and the consumer keeps polling so it stays in its group. On a rebalance, revoked
+partitions commit what is acked and are forgotten; a later ack of theirs is ignored and the
+next owner handles the message again.
 Broker errors are logged and retried with backoff; the loop ends only when stopped.
 """
 
@@ -145,14 +146,7 @@ class KafkaConsumerLoop:
         return None
 
     async def _poll(self, consumer: Any) -> None:
-        room = self._in_flight.room
-        if room == 0:
-            consumer.pause(*consumer.assignment())
-            await self._in_flight.wait_for_room(seconds=POLL_MS / 1000)
-        else:
-            paused = consumer.paused()
-            if paused:
-                consumer.resume(*paused)
+        room = await self._room(consumer)
         # Polls even when paused, to stay in the group (max_poll_interval_ms). Paused, it
         # returns at most one record, of a partition assigned since the pause; it is handed
         # out like any other, since aiokafka has moved past it.
@@ -168,6 +162,20 @@ class KafkaConsumerLoop:
         due = time.monotonic() - self._last_commit >= self._settings.commit_interval_ms / 1000
         if due or not batches:
             await self._commit(consumer)
+
+    async def _room(self, consumer: Any) -> int:
+        """How many more deliveries may go out; pauses every partition while none may."""
+        room = self._in_flight.room
+        # Pausing makes aiokafka drop what it prefetched for those partitions (in reference
+        # cycles, kept until a full GC) and fetch it again on resume: under a burst that was
+        # megabytes of record sets. Room usually opens within one RPC, so wait for it first.
+        if room == 0 and await self._in_flight.wait_for_room(seconds=POLL_MS / 1000):
+            room = self._in_flight.room
+        if room == 0:
+            consumer.pause(*consumer.assignment())
+        elif paused := consumer.paused():
+            consumer.resume(*paused)
+        return room
 
     async def _commit(self, consumer: Any, keys: set[TopicPartitionKey] | None = None) -> None:
         self._last_commit = time.monotonic()
