@@ -32,6 +32,13 @@ def _ratio(num: str, den: str) -> Getter:
     return get
 
 
+def _ratio_of_runs(col: dict[str, Value], _: dict[str, Value] | None) -> Value:
+    """Each bridge run against the direct runs either side of it, when there were some."""
+    if "bridge_direct_ratio" in col:
+        return col["bridge_direct_ratio"]
+    return _ratio("bridge_local", "direct_local")(col, None)
+
+
 def _key(key: str) -> Getter:
     return lambda col, _: col.get(key)
 
@@ -56,9 +63,11 @@ def _started_gap(col: dict[str, Value], _: dict[str, Value] | None) -> Value:
 ROWS: list[tuple[str, Getter, Callable[[Value], str], str, Callable[[float], bool] | None]] = [
     ("1. bridge starts/s, local", _key("bridge_local"), _rate, "", None),
     ("1. direct client starts/s, local (best c)", _key("direct_local"), _rate, "", None),
+    ("1. bridge runs, starts/s", _key("bridge_runs"), _p, "(median above)", None),
+    ("1. direct runs, around them", _key("direct_runs"), _p, "(median above)", None),
     (
-        "1. ratio bridge/direct, local",
-        _ratio("bridge_local", "direct_local"),
+        "1. ratio bridge/direct, local (median of runs)",
+        _ratio_of_runs,
         "{:.2f}".format,
         ">= 0.95",
         lambda v: v >= 0.95,

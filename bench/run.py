@@ -12,6 +12,7 @@ import datetime
 import json
 import logging
 import platform
+import statistics
 import sys
 import tempfile
 import time
@@ -65,6 +66,7 @@ class Options:
     bare_samples: int
     kafka_fetch_wait_ms: int
     two_bridges: bool = True
+    repeat: int = 1
     phases: tuple[str, ...] = PHASES
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="bench-")))
 
@@ -241,6 +243,48 @@ async def worker_throughput(
     return load.rate(n, first, times), idle, peak
 
 
+async def bridge_against_direct(ctx: Context, bus: BusName, n: int, concurrency: int) -> float:
+    """Bridge runs alternating with direct-client runs, `--repeat` times: direct, bridge,
+    direct, bridge, …, direct. Each bridge run is compared with the mean of the direct runs
+    on either side of it, since the dev server's capacity drifts between phases (other
+    load, the workflows each phase leaves open); the table shows medians. Returns the
+    bridge's peak RSS."""
+    table, want = ctx.table, ctx.options.phases
+    directs: list[float] = []
+    bridges: list[BridgeRun] = []
+    cpu: list[float] = []
+
+    async def direct() -> None:
+        say(f"N={n} {bus}: direct baseline, local (c={concurrency})")
+        rate, cpu_ms = await load.direct_starts(ctx.local, n, concurrency)
+        directs.append(rate)
+        cpu.append(cpu_ms)
+
+    rounds = ctx.options.repeat if "bridge" in want else 0
+    if "direct" in want:
+        await direct()
+    for _ in range(rounds):
+        say(f"N={n} {bus}: bridge, local")
+        bridges.append(await bridge_throughput(ctx, bus, n))
+        if "direct" in want:
+            await direct()
+    if directs:
+        table.set(n, bus, "direct_local", (statistics.median(directs), concurrency))
+        table.set(n, bus, "direct_cpu", statistics.median(cpu))
+        table.set(n, bus, "direct_runs", tuple(directs))
+    if not bridges:
+        return 0.0
+    table.set(n, bus, "bridge_local", statistics.median(b.rate for b in bridges))
+    table.set(n, bus, "bridge_runs", tuple(b.rate for b in bridges))
+    table.set(n, bus, "bridge_cpu", statistics.median(b.cpu_ms_per_start for b in bridges))
+    idle, peak = max(b.idle_mb for b in bridges), max(b.peak_mb for b in bridges)
+    table.set(n, bus, "bridge_rss", (idle, peak))
+    if len(directs) == len(bridges) + 1:
+        ratios = [b.rate / ((directs[i] + directs[i + 1]) / 2) for i, b in enumerate(bridges)]
+        table.set(n, bus, "bridge_direct_ratio", statistics.median(ratios))
+    return peak
+
+
 class StartFn:
     def __init__(self, client: Client, *, bus: BusName | None, transport: Transport | None):
         self._client = client
@@ -326,18 +370,8 @@ async def run_n(ctx: Context, n: int) -> None:
         peaks = [0.0]
         # Each baseline runs right before the figure it is compared with, so both see the
         # same machine (other load on a small machine moves the server's capacity).
-        if want("direct"):
-            say(f"N={n} {bus}: direct baseline, local (c={best_local})")
-            rate, cpu_ms = await load.direct_starts(ctx.local, n, best_local)
-            table.set(n, bus, "direct_local", (rate, best_local))
-            table.set(n, bus, "direct_cpu", cpu_ms)
-        if want("bridge"):
-            say(f"N={n} {bus}: bridge, local")
-            run = await bridge_throughput(ctx, bus, n)
-            table.set(n, bus, "bridge_local", run.rate)
-            table.set(n, bus, "bridge_cpu", run.cpu_ms_per_start)
-            peaks.append(run.peak_mb)
-            table.set(n, bus, "bridge_rss", (run.idle_mb, run.peak_mb))
+        if want("bridge") or want("direct"):
+            peaks.append(await bridge_against_direct(ctx, bus, n, best_local))
         if want("two") and o.two_bridges:
             say(f"N={n} {bus}: two bridges, local")
             run = await bridge_throughput(ctx, bus, n, bridges=2)
@@ -394,6 +428,9 @@ def parse(argv: Sequence[str] | None) -> tuple[Options, argparse.Namespace]:
     parser.add_argument("--bare-samples", type=int, default=200)
     parser.add_argument("--kafka-fetch-wait-ms", type=int, default=10)
     parser.add_argument("--one-bridge-only", action="store_true", help="skip two bridges")
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="bridge runs, alternating with direct ones"
+    )
     parser.add_argument("--phases", default=",".join(PHASES), help="which to run")
     parser.add_argument("--quick", action="store_true", help="smoke test: N=20, small samples")
     parser.add_argument("--json", type=Path, help="also write the results here")
@@ -415,6 +452,7 @@ def parse(argv: Sequence[str] | None) -> tuple[Options, argparse.Namespace]:
         bare_samples=args.bare_samples,
         kafka_fetch_wait_ms=args.kafka_fetch_wait_ms,
         two_bridges=not args.one_bridge_only,
+        repeat=max(args.repeat, 1),
         phases=tuple(args.phases.split(",")),
     )
     if args.quick:
@@ -424,6 +462,7 @@ def parse(argv: Sequence[str] | None) -> tuple[Options, argparse.Namespace]:
         options.sustained_rate = 10
         options.worker_n = 6
         options.bare_samples = 10
+        options.repeat = 1
     if args.workdir:
         args.workdir.mkdir(parents=True, exist_ok=True)
         options.workdir = args.workdir

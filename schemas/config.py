@@ -115,7 +115,9 @@ class BusSettings(StrictModel):
 
 class BridgeSettings(StrictModel):
     # Messages being handled at once across all tasks; one task's messages stay in order.
-    max_in_flight: int = Field(default=64, ge=1)
+    # Each costs a few KB while its start RPC is in flight; 128 kept a local dev server
+    # busiest (docs/performance.md) and hides a 20 ms round trip to a remote one.
+    max_in_flight: int = Field(default=128, ge=1)
     retry_initial_seconds: float = Field(default=0.5, gt=0)
     retry_max_seconds: float = Field(default=30, gt=0)
     rpc_timeout_seconds: float = Field(default=10, gt=0)
