@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from bench.report import ROWS
+from bench.timeline import HISTORY_STEPS
 from temporal_executor.embedded_stack import EmbeddedStack
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,3 +46,30 @@ async def test_quick_benchmark_prints_every_figure(
     for label, *_ in ROWS:
         row = next((line for line in table if line.startswith(f"| {label} |")), None)
         assert row is not None, f"no row {label!r} in:\n{text}"
+
+
+async def test_timeline_prints_every_step_of_a_one_turn_task(
+    embedded_stack: EmbeddedStack, tmp_path: Path
+) -> None:
+    env = {
+        **os.environ,
+        "TEMPORAL_ADDRESS": embedded_stack.temporal_address,
+        "NATS_URL": embedded_stack.nats_url,
+        "TMPDIR": str(tmp_path),
+    }
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        *("-m", "bench.timeline", "--bus", "nats", "--samples", "2"),
+        cwd=ROOT,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    output, _ = await process.communicate()
+    text = output.decode(errors="replace")
+    assert process.returncode == 0, text
+    assert "nats, 2 one-turn tasks" in text
+    for label, *_ in HISTORY_STEPS:
+        assert label in text, text
+    assert "started event received" in text
+    assert "completed event received" in text
