@@ -53,6 +53,15 @@ def _growth(col: dict[str, Value], first: dict[str, Value] | None) -> Value:
     return first["bridge_local"] / col["bridge_local"]
 
 
+def _growth_vs_direct(col: dict[str, Value], first: dict[str, Value] | None) -> Value:
+    """The bridge's growth over the direct loop's: what the server's own slowing (it keeps
+    every workflow each phase left open) does not explain."""
+    bridge = _growth(col, first)
+    if bridge is None or first is None or "direct_local" not in col:
+        return None
+    return bridge / (_first(first["direct_local"]) / _first(col["direct_local"]))
+
+
 def _started_gap(col: dict[str, Value], _: dict[str, Value] | None) -> Value:
     if "light_started" not in col or "bare_rpc" not in col:
         return None
@@ -138,6 +147,13 @@ ROWS: list[tuple[str, Getter, Callable[[Value], str], str, Callable[[float], boo
     ("6. worker RSS MB idle/peak", _key("worker_rss"), _p, "peak <= 128", None),
     ("7. per-task cost ms (1000 / bridge starts/s)", _cost, "{:.2f}".format, "flat", None),
     ("7. per-task cost vs first N", _growth, "{:.2f}".format, "~1.0", None),
+    (
+        "7. the same, over the direct loop's",
+        _growth_vs_direct,
+        "{:.2f}".format,
+        "~1.0",
+        lambda v: v <= 1.1,
+    ),
     ("7. two bridges starts/s, local", _key("two_bridges"), _rate, "", None),
     (
         "7. ratio two bridges/one",
