@@ -79,7 +79,9 @@ async def one_at_a_time(
             transport.requests_destination(task_id), load.request_event(task_id)
         )
         await clock.wait_done(task_id)
-        history = await client.get_workflow_handle(workflow_id_for(task_id)).fetch_history()
+        handle = client.get_workflow_handle(workflow_id_for(task_id))
+        await handle.result()  # the completed event goes out before the workflow closes
+        history = await handle.fetch_history()
         timeline = history_times(history, published)
         timeline["started event received"] = (clock.started[task_id] - published) * 1000
         timeline["completed event received"] = (clock.completed[task_id] - published) * 1000
