@@ -28,6 +28,9 @@ from .transport import InboundMessage
 log = logging.getLogger(__name__)
 
 FETCH_BATCH = 32
+# While deliveries are in flight, a fetch waits for room for this many: slots free one
+# ack at a time, and a fetch per freed slot cost a JetStream request and reply per message.
+FETCH_BATCH_MIN = 8
 FETCH_TIMEOUT_SECONDS = 0.25
 STOP_TIMEOUT_SECONDS = 5.0
 
@@ -157,6 +160,9 @@ class NatsConsumerLoops:
     async def _fetch(self, sub: JetStreamContext.PullSubscription, in_flight: InFlight) -> None:
         if not await in_flight.wait_for_room(seconds=FETCH_TIMEOUT_SECONDS):
             return
+        if in_flight.count:
+            # Busy: the deliveries in flight keep the bridge working meanwhile.
+            await in_flight.wait_for_room(FETCH_TIMEOUT_SECONDS, at_least=FETCH_BATCH_MIN)
         batch = min(in_flight.room, FETCH_BATCH)
         in_flight.add(batch)  # held while fetching, so acks meanwhile do not overfill
         received: list[Msg] = []

@@ -84,9 +84,10 @@ class InFlight:
         self.count = max(self.count - n, 0)
         self._changed.set()
 
-    async def wait_for_room(self, seconds: float) -> bool:
-        """True once there is room; False after `seconds` without."""
-        while self.room == 0:
+    async def wait_for_room(self, seconds: float, at_least: int = 1) -> bool:
+        """True once there is room for `at_least` (at most `limit`); False after `seconds`."""
+        wanted = min(at_least, self.limit)
+        while self.room < wanted:
             self._changed.clear()
             try:
                 await asyncio.wait_for(self._changed.wait(), timeout=seconds)
