@@ -58,7 +58,10 @@ async def announce_started(transport: Transport, task: AgentTaskInput, source: s
         return
     try:
         async with asyncio.timeout(ANNOUNCE_TIMEOUT_SECONDS):
-            await transport.publish(publish.route.events_destination, build_event(publish, source))
+            # Unconfirmed: the workflow's copy is the confirmed one, so the bridge need not
+            # wait for a reply from the bus (a JetStream ack) for every request it handles.
+            event = build_event(publish, source)
+            await transport.publish(publish.route.events_destination, event, confirm=False)
     except (BridgeError, TimeoutError) as exc:  # bus down, or the event too large
         log.warning(
             "could not announce the task's start; its workflow will",

@@ -7,6 +7,7 @@ Publishing waits for `acks="all"`. Consuming (`_kafka_consumer`) starts with the
 """
 
 import asyncio
+import functools
 import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -174,19 +175,37 @@ class KafkaTransport:
     def decode(self, message: InboundMessage) -> CloudEvent:
         return decode_kafka(message)
 
-    async def publish(self, destination: str, event: CloudEvent) -> None:
+    async def publish(self, destination: str, event: CloudEvent, *, confirm: bool = True) -> None:
         encoded = encode_kafka(event, self._settings.content_mode)
         check_size(destination, encoded, self._settings.max_message_bytes)
-        await self.publish_raw(destination, encoded.key, encoded.value, encoded.headers)
+        if confirm:
+            await self.publish_raw(destination, encoded.key, encoded.value, encoded.headers)
+            return
+        producer = self._started_producer()
+        try:
+            delivery = await producer.send(
+                destination, value=encoded.value, key=encoded.key, headers=encoded.headers
+            )
+        except MessageSizeTooLargeError as exc:
+            msg = f"Kafka rejected a {len(encoded.value)}-byte message for {destination!r}: {exc}"
+            raise MessageTooLarge(msg) from exc
+        except KafkaError as exc:
+            msg = f"publishing to Kafka topic {destination!r} failed: {exc}"
+            raise TransportError(msg) from exc
+        delivery.add_done_callback(functools.partial(_log_if_undelivered, destination))
+
+    def _started_producer(self) -> AIOKafkaProducer:
+        if self._producer is None:
+            msg = "KafkaTransport.start() was not called (or close() was)"
+            raise TransportError(msg)
+        return self._producer
 
     async def publish_raw(
         self, destination: str, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]]
     ) -> None:
-        if self._producer is None:
-            msg = "KafkaTransport.start() was not called (or close() was)"
-            raise TransportError(msg)
+        producer = self._started_producer()
         try:
-            await self._producer.send_and_wait(destination, value=value, key=key, headers=headers)
+            await producer.send_and_wait(destination, value=value, key=key, headers=headers)
         except MessageSizeTooLargeError as exc:
             msg = f"Kafka rejected a {len(value)}-byte message for {destination!r}: {exc}"
             raise MessageTooLarge(msg) from exc
@@ -247,3 +266,11 @@ def _env(name: str | None, key: str) -> str:
         msg = f"bus.kafka.{key} names {name!r}, which is not set in the environment"
         raise TransportError(msg)
     return value
+
+
+def _log_if_undelivered(destination: str, delivery: "asyncio.Future[Any]") -> None:
+    if not delivery.cancelled() and delivery.exception() is not None:
+        log.warning(
+            "an unconfirmed publish was not delivered",
+            extra={"destination": destination, "error": repr(delivery.exception())},
+        )

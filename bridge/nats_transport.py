@@ -186,20 +186,33 @@ class NatsTransport:
     def decode(self, message: InboundMessage) -> CloudEvent:
         return decode_nats(message)
 
-    async def publish(self, destination: str, event: CloudEvent) -> None:
+    async def publish(self, destination: str, event: CloudEvent, *, confirm: bool = True) -> None:
         encoded = encode_nats(event, self._settings.content_mode)
         check_size(destination, encoded, self._settings.max_message_bytes)
-        await self.publish_raw(destination, None, encoded.value, encoded.headers)
+        if confirm:
+            await self.publish_raw(destination, None, encoded.value, encoded.headers)
+            return
+        # A core NATS publish: the stream stores it all the same, without a reply to wait for.
+        nc = self._nc
+        if nc is None:
+            msg = "NatsTransport.start() was not called"
+            raise TransportError(msg)
+        try:
+            await nc.publish(destination, encoded.value, headers=_header_map(encoded.headers))
+        except nats.errors.MaxPayloadError as exc:
+            msg = f"NATS rejected a {len(encoded.value)}-byte message for {destination!r}"
+            raise MessageTooLarge(msg) from exc
+        except nats.errors.Error as exc:
+            msg = f"publishing to NATS subject {destination!r} failed: {exc!r}"
+            raise TransportError(msg) from exc
 
     async def publish_raw(
         self, destination: str, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]]
     ) -> None:
         """`key` is ignored: NATS messages have none (the subject carries the task id)."""
         js = self._jetstream()
-        # nats-py takes one string per header name; these came from NATS or from our codec.
-        header_map = {name: raw.decode("utf-8", "backslashreplace") for name, raw in headers}
         try:
-            await js.publish(destination, value, headers=header_map or None)
+            await js.publish(destination, value, headers=_header_map(headers))
         except nats.errors.MaxPayloadError as exc:
             msg = f"NATS rejected a {len(value)}-byte message for {destination!r} (max_payload)"
             raise MessageTooLarge(msg) from exc
@@ -251,3 +264,8 @@ class NatsTransport:
         )
         self._watches.add(watch)
         return watch
+
+
+def _header_map(headers: list[tuple[str, bytes]]) -> dict[str, str] | None:
+    # nats-py takes one string per header name; these came from NATS or from our codec.
+    return {name: raw.decode("utf-8", "backslashreplace") for name, raw in headers} or None

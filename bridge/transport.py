@@ -141,11 +141,13 @@ class Transport(Protocol):
         """Read a message in binary or structured mode; raises `DeadLetter` if it is not one."""
         ...
 
-    async def publish(self, destination: str, event: CloudEvent) -> None:
+    async def publish(self, destination: str, event: CloudEvent, *, confirm: bool = True) -> None:
         """Publish in the configured content mode, keyed by the event's `taskid` extension.
 
         Returns once the bus has stored it. Raises `MessageTooLarge` for a message over
         `bus.max_message_bytes` (or the server's limit), `TransportError` when the bus fails.
+        With `confirm=False` it returns once the client has queued the message, and a
+        failure to store it is only logged: for events that something else publishes again.
         """
 
     async def publish_raw(
