@@ -178,40 +178,38 @@ class KafkaTransport:
     async def publish(self, destination: str, event: CloudEvent, *, confirm: bool = True) -> None:
         encoded = encode_kafka(event, self._settings.content_mode)
         check_size(destination, encoded, self._settings.max_message_bytes)
-        if confirm:
-            await self.publish_raw(destination, encoded.key, encoded.value, encoded.headers)
-            return
-        producer = self._started_producer()
-        try:
-            delivery = await producer.send(
-                destination, value=encoded.value, key=encoded.key, headers=encoded.headers
-            )
-        except MessageSizeTooLargeError as exc:
-            msg = f"Kafka rejected a {len(encoded.value)}-byte message for {destination!r}: {exc}"
-            raise MessageTooLarge(msg) from exc
-        except KafkaError as exc:
-            msg = f"publishing to Kafka topic {destination!r} failed: {exc}"
-            raise TransportError(msg) from exc
-        delivery.add_done_callback(functools.partial(_log_if_undelivered, destination))
-
-    def _started_producer(self) -> AIOKafkaProducer:
-        if self._producer is None:
-            msg = "KafkaTransport.start() was not called (or close() was)"
-            raise TransportError(msg)
-        return self._producer
+        await self._send(destination, encoded.key, encoded.value, encoded.headers, confirm=confirm)
 
     async def publish_raw(
         self, destination: str, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]]
     ) -> None:
-        producer = self._started_producer()
+        await self._send(destination, key, value, headers, confirm=True)
+
+    async def _send(
+        self,
+        destination: str,
+        key: bytes | None,
+        value: bytes,
+        headers: list[tuple[str, bytes]],
+        *,
+        confirm: bool,
+    ) -> None:
+        if self._producer is None:
+            msg = "KafkaTransport.start() was not called (or close() was)"
+            raise TransportError(msg)
         try:
-            await producer.send_and_wait(destination, value=value, key=key, headers=headers)
+            # Queued in the producer's batch; the future resolves when the broker stored it.
+            delivery = await self._producer.send(destination, value=value, key=key, headers=headers)
+            if confirm:
+                await delivery
         except MessageSizeTooLargeError as exc:
             msg = f"Kafka rejected a {len(value)}-byte message for {destination!r}: {exc}"
             raise MessageTooLarge(msg) from exc
         except KafkaError as exc:
             msg = f"publishing to Kafka topic {destination!r} failed: {exc}"
             raise TransportError(msg) from exc
+        if not confirm:
+            delivery.add_done_callback(functools.partial(_log_if_undelivered, destination))
 
     async def dead_letter(self, message: InboundMessage, reason: str, error: str) -> None:
         headers = dead_letter_headers(message, reason, error)

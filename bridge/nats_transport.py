@@ -148,6 +148,12 @@ class NatsTransport:
                 raise TransportError(msg) from exc
             log.info("created JetStream stream %s on %s.>", name, prefix)
 
+    def _connection(self) -> NatsClient:
+        if self._nc is None:
+            msg = "NatsTransport.start() was not called"
+            raise TransportError(msg)
+        return self._nc
+
     def _jetstream(self) -> JetStreamContext:
         if self._js is None:
             msg = "NatsTransport.start() was not called"
@@ -189,30 +195,25 @@ class NatsTransport:
     async def publish(self, destination: str, event: CloudEvent, *, confirm: bool = True) -> None:
         encoded = encode_nats(event, self._settings.content_mode)
         check_size(destination, encoded, self._settings.max_message_bytes)
-        if confirm:
-            await self.publish_raw(destination, None, encoded.value, encoded.headers)
-            return
-        # A core NATS publish: the stream stores it all the same, without a reply to wait for.
-        nc = self._nc
-        if nc is None:
-            msg = "NatsTransport.start() was not called"
-            raise TransportError(msg)
-        try:
-            await nc.publish(destination, encoded.value, headers=_header_map(encoded.headers))
-        except nats.errors.MaxPayloadError as exc:
-            msg = f"NATS rejected a {len(encoded.value)}-byte message for {destination!r}"
-            raise MessageTooLarge(msg) from exc
-        except nats.errors.Error as exc:
-            msg = f"publishing to NATS subject {destination!r} failed: {exc!r}"
-            raise TransportError(msg) from exc
+        await self._send(destination, encoded.value, encoded.headers, confirm=confirm)
 
     async def publish_raw(
         self, destination: str, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]]
     ) -> None:
         """`key` is ignored: NATS messages have none (the subject carries the task id)."""
-        js = self._jetstream()
+        await self._send(destination, value, headers, confirm=True)
+
+    async def _send(
+        self, destination: str, value: bytes, headers: list[tuple[str, bytes]], *, confirm: bool
+    ) -> None:
+        header_map = _header_map(headers)
         try:
-            await js.publish(destination, value, headers=_header_map(headers))
+            if confirm:
+                await self._jetstream().publish(destination, value, headers=header_map)
+            else:
+                # A core NATS publish: the stream stores it all the same, with no reply to
+                # wait for.
+                await self._connection().publish(destination, value, headers=header_map)
         except nats.errors.MaxPayloadError as exc:
             msg = f"NATS rejected a {len(value)}-byte message for {destination!r} (max_payload)"
             raise MessageTooLarge(msg) from exc
