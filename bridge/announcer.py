@@ -11,7 +11,7 @@ import asyncio
 import logging
 from datetime import UTC, datetime
 
-from temporal_executor.schemas.event_types import EventType, workflow_id_for
+from temporal_executor.schemas.event_types import EventType, event_id_for, workflow_id_for
 from temporal_executor.schemas.events import ExecutionStarted
 from temporal_executor.schemas.task import AgentTaskInput, PublishInput
 
@@ -43,7 +43,7 @@ def started_announcement(task: AgentTaskInput) -> PublishInput | None:
     return PublishInput(
         route=task.route,
         event_type=EventType.EXECUTION_STARTED,
-        event_id=f"{workflow_id}/1",
+        event_id=event_id_for(workflow_id, 1),
         task_id=request.task_id,
         sequence=1,
         time=datetime.now(UTC),

@@ -33,3 +33,9 @@ WORKFLOW_TYPE = "AgentExecutionWorkflow"
 def workflow_id_for(task_id: str) -> str:
     """The Temporal workflow id of a task, fixed by the contract."""
     return f"{WORKFLOW_ID_PREFIX}{task_id}"
+
+
+def event_id_for(workflow_id: str, sequence: int) -> str:
+    """The id of a task's `sequence`-th published event, fixed by the contract: the
+    workflow and the bridge's early `started` must agree on it."""
+    return f"{workflow_id}/{sequence}"

@@ -19,7 +19,7 @@ with workflow.unsafe.imports_passed_through():
     from pydantic import BaseModel
 
     from temporal_executor.schemas.conversation import ChatMessage, ToolCall
-    from temporal_executor.schemas.event_types import WORKFLOW_TYPE, EventType
+    from temporal_executor.schemas.event_types import WORKFLOW_TYPE, EventType, event_id_for
     from temporal_executor.schemas.events import (
         ApprovalRequested,
         ApprovalResolved,
@@ -426,7 +426,7 @@ class AgentExecutionWorkflow:
             PublishInput(
                 route=self._task.route,
                 event_type=event_type,
-                event_id=f"{workflow_id}/{self._sequence}",
+                event_id=event_id_for(workflow_id, self._sequence),
                 task_id=self._request.task_id,
                 sequence=self._sequence,
                 time=workflow.now(),
