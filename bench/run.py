@@ -82,17 +82,25 @@ class Context:
 
 
 def settings_for(ctx: Context, bus: BusName, *, remote: bool = False) -> Settings:
-    settings = service_settings(
-        ctx.stack, ctx.options.workdir / "notes", name=f"b{uuid.uuid4().hex[:8]}"
+    settings = one_bus_settings(
+        ctx.stack, ctx.options.workdir, bus, ctx.options.kafka_fetch_wait_ms
     )
     if remote:
         settings.temporal.host_port = ctx.remote_address
+    settings.bus.max_message_bytes = 1024 * 1024
+    settings.executor.max_result_bytes = 256 * 1024
+    return settings
+
+
+def one_bus_settings(
+    stack: EmbeddedStack, workdir: Path, bus: BusName, kafka_fetch_wait_ms: int
+) -> Settings:
+    """The services' settings for a phase: its own names, on `bus` alone."""
+    settings = service_settings(stack, workdir / "notes", name=f"b{uuid.uuid4().hex[:8]}")
     settings.bus.default = bus
     settings.bus.kafka.enabled = bus == "kafka"
     settings.bus.nats.enabled = bus == "nats"
-    settings.bus.kafka.fetch_max_wait_ms = ctx.options.kafka_fetch_wait_ms
-    settings.bus.max_message_bytes = 1024 * 1024
-    settings.executor.max_result_bytes = 256 * 1024
+    settings.bus.kafka.fetch_max_wait_ms = kafka_fetch_wait_ms
     return settings
 
 

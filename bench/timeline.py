@@ -25,12 +25,12 @@ from temporal_executor.bridge.transport import Transport
 from temporal_executor.embedded_stack import EmbeddedStack
 from temporal_executor.schemas.event_types import workflow_id_for
 from temporal_executor.schemas.task import BusName
-from tests.harness import service_settings
 
 from . import latency, load, procs
-from .run import bus_client
+from .run import bus_client, one_bus_settings
 
 Timeline = dict[str, float]
+KAFKA_FETCH_WAIT_MS = 10  # as `python -m bench` sets it
 # (label, history event type, which occurrence): the steps of a one-turn task in order.
 HISTORY_STEPS = [
     (
@@ -91,11 +91,7 @@ async def one_at_a_time(
 
 async def measure(bus: BusName, samples: int, workdir: Path) -> list[Timeline]:
     async with EmbeddedStack(["temporal", bus], data_dir=workdir / "stack") as stack:
-        settings = service_settings(stack, workdir / "notes", name=f"tl{uuid.uuid4().hex[:6]}")
-        settings.bus.default = bus
-        settings.bus.kafka.enabled = bus == "kafka"
-        settings.bus.nats.enabled = bus == "nats"
-        settings.bus.kafka.fetch_max_wait_ms = 10
+        settings = one_bus_settings(stack, workdir, bus, KAFKA_FETCH_WAIT_MS)
         client = await load.connect(stack.temporal_address)
         async with bus_client(settings, bus) as transport:
             running = [

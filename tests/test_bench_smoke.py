@@ -15,24 +15,18 @@ from temporal_executor.embedded_stack import EmbeddedStack
 ROOT = Path(__file__).resolve().parents[1]
 
 
-async def test_quick_benchmark_prints_every_figure(
-    embedded_stack: EmbeddedStack, tmp_path: Path
-) -> None:
+async def run_module(stack: EmbeddedStack, tmp_path: Path, *args: str) -> str:
+    """`python -m <args>` against the session's servers, so it starts none of its own."""
     env = {
         **os.environ,
-        # The session's servers, so the benchmark starts none of its own.
-        "TEMPORAL_ADDRESS": embedded_stack.temporal_address,
-        "NATS_URL": embedded_stack.nats_url,
+        "TEMPORAL_ADDRESS": stack.temporal_address,
+        "NATS_URL": stack.nats_url,
+        "TMPDIR": str(tmp_path),
     }
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "bench",
-        "--quick",
-        "--bus",
-        "nats",
-        "--workdir",
-        str(tmp_path),
+        *args,
         cwd=ROOT,
         env=env,
         stdout=asyncio.subprocess.PIPE,
@@ -41,6 +35,15 @@ async def test_quick_benchmark_prints_every_figure(
     output, _ = await process.communicate()
     text = output.decode(errors="replace")
     assert process.returncode == 0, text
+    return text
+
+
+async def test_quick_benchmark_prints_every_figure(
+    embedded_stack: EmbeddedStack, tmp_path: Path
+) -> None:
+    text = await run_module(
+        embedded_stack, tmp_path, "bench", "--quick", "--bus", "nats", "--workdir", str(tmp_path)
+    )
     table = [line for line in text.splitlines() if line.startswith("| ")]
     assert table[0].startswith("| figure | nats N=20 |")
     for label, *_ in ROWS:
@@ -51,23 +54,9 @@ async def test_quick_benchmark_prints_every_figure(
 async def test_timeline_prints_every_step_of_a_one_turn_task(
     embedded_stack: EmbeddedStack, tmp_path: Path
 ) -> None:
-    env = {
-        **os.environ,
-        "TEMPORAL_ADDRESS": embedded_stack.temporal_address,
-        "NATS_URL": embedded_stack.nats_url,
-        "TMPDIR": str(tmp_path),
-    }
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        *("-m", "bench.timeline", "--bus", "nats", "--samples", "2"),
-        cwd=ROOT,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
+    text = await run_module(
+        embedded_stack, tmp_path, "bench.timeline", "--bus", "nats", "--samples", "2"
     )
-    output, _ = await process.communicate()
-    text = output.decode(errors="replace")
-    assert process.returncode == 0, text
     assert "nats, 2 one-turn tasks" in text
     for label, *_ in HISTORY_STEPS:
         assert label in text, text
