@@ -5,11 +5,10 @@ import contextlib
 import time
 import uuid
 
-from temporal_executor.bridge.transport import InboundMessage, Transport
+from bench.load import request_event
+from temporal_executor.bus.transport import InboundMessage, Transport
 from temporal_executor.schemas.cloudevent import TASKID_EXTENSION
 from temporal_executor.schemas.event_types import EventType
-
-from .load import request_event
 
 TIMEOUT = 120.0
 

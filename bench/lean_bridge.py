@@ -10,9 +10,9 @@ import asyncio
 import sys
 
 from temporal_executor.bridge.service import run_bridge
+from temporal_executor.config_file import load_settings
 from temporal_executor.logs import configure_logging
 from temporal_executor.processes import stop_on_signals
-from temporal_executor.settings import load_settings
 
 
 async def main_async(config: str) -> None:

@@ -19,16 +19,16 @@ from temporalio.client import Client
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
-from temporal_executor.bridge._kafka_watch import inbound as kafka_inbound
-from temporal_executor.bridge._nats_watch import inbound as nats_inbound
-from temporal_executor.bridge.cloudevents_codec import decode_kafka, decode_nats
-from temporal_executor.bridge.temporal_connection import connect_temporal
-from temporal_executor.bridge.transport import Transport
+from temporal_executor.bus.codec import decode_kafka, decode_nats
+from temporal_executor.bus.kafka.watch import inbound as kafka_inbound
+from temporal_executor.bus.nats.watch import inbound as nats_inbound
+from temporal_executor.bus.transport import Transport
 from temporal_executor.schemas.cloudevent import TASKID_EXTENSION, CloudEvent
 from temporal_executor.schemas.config import Settings, TemporalSettings
 from temporal_executor.schemas.event_types import WORKFLOW_TYPE, EventType, workflow_id_for
 from temporal_executor.schemas.requests import ExecutionRequested
 from temporal_executor.schemas.task import AgentTaskInput, BusName, EventRoute
+from temporal_executor.tasks.temporal_connection import connect_temporal
 
 RPC_TIMEOUT = timedelta(seconds=10)
 PUBLISH_CONCURRENCY = 256

@@ -16,9 +16,8 @@ from temporalio import activity, workflow
 from temporalio.client import Client
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
-from temporal_executor.embedded_stack import EmbeddedStack
-
-from .load import percentiles
+from bench.load import percentiles
+from temporal_executor.dev.embedded_stack import EmbeddedStack
 
 STEPS = 5
 

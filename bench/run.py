@@ -23,17 +23,16 @@ from pathlib import Path
 
 from temporalio.client import Client
 
-from temporal_executor.bridge.transport import Transport
-from temporal_executor.bridge.transports import create_transport
-from temporal_executor.embedded_stack import EmbeddedStack, ServerName
+from bench import latency, load, procs
+from bench.minimal import WORKFLOW_NAME
+from bench.report import Table
+from temporal_executor.bus.factory import create_transport
+from temporal_executor.bus.transport import Transport
+from temporal_executor.dev.embedded_stack import EmbeddedStack, ServerName
 from temporal_executor.schemas.config import Settings
 from temporal_executor.schemas.event_types import workflow_id_for
 from temporal_executor.schemas.task import BusName
 from tests.harness import service_settings
-
-from . import latency, load, procs
-from .minimal import WORKFLOW_NAME
-from .report import Table
 
 log = logging.getLogger("bench")
 AGENT_ACTIVITIES = 9  # plan, 5 publishes, 2 LLM calls, 1 tool call (script "calculate")

@@ -21,13 +21,12 @@ from pathlib import Path
 from temporalio.api.enums.v1 import EventType as HistoryEventType
 from temporalio.client import Client, WorkflowHistory
 
-from temporal_executor.bridge.transport import Transport
-from temporal_executor.embedded_stack import EmbeddedStack
+from bench import latency, load, procs
+from bench.run import bus_client, one_bus_settings
+from temporal_executor.bus.transport import Transport
+from temporal_executor.dev.embedded_stack import EmbeddedStack
 from temporal_executor.schemas.event_types import workflow_id_for
 from temporal_executor.schemas.task import BusName
-
-from . import latency, load, procs
-from .run import bus_client, one_bus_settings
 
 Timeline = dict[str, float]
 KAFKA_FETCH_WAIT_MS = 10  # as `python -m bench` sets it

@@ -11,13 +11,12 @@ import asyncio
 import logging
 from datetime import UTC, datetime
 
+from temporal_executor.bus.errors import BusError
+from temporal_executor.bus.outbound import build_event
+from temporal_executor.bus.transport import Transport
 from temporal_executor.schemas.event_types import EventType, event_id_for, workflow_id_for
 from temporal_executor.schemas.events import ExecutionStarted
 from temporal_executor.schemas.task import AgentTaskInput, PublishInput
-
-from .errors import BridgeError
-from .outbound_events import build_event
-from .transport import Transport
 
 log = logging.getLogger(__name__)
 # The workflow publishes the event anyway: never hold a request's ack for long over it.
@@ -62,7 +61,7 @@ async def announce_started(transport: Transport, task: AgentTaskInput, source: s
             # wait for a reply from the bus (a JetStream ack) for every request it handles.
             event = build_event(publish, source)
             await transport.publish(publish.route.events_destination, event, confirm=False)
-    except (BridgeError, TimeoutError) as exc:  # bus down, or the event too large
+    except (BusError, TimeoutError) as exc:  # bus down, or the event too large
         log.warning(
             "could not announce the task's start; its workflow will",
             extra={"task_id": publish.task_id, "error": str(exc)},

@@ -15,11 +15,10 @@ import functools
 import logging
 import random
 
+from temporal_executor.bridge.router import Router
+from temporal_executor.bus.errors import DeadLetterReason, RetryLater, TransportError
+from temporal_executor.bus.transport import Delivery, InboundMessage, Transport
 from temporal_executor.schemas.config import BridgeSettings
-
-from .errors import DeadLetterReason, RetryLater, TransportError
-from .router import Router
-from .transport import Delivery, InboundMessage, Transport
 
 log = logging.getLogger(__name__)
 

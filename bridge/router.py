@@ -9,6 +9,9 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from temporal_executor.bridge.announcer import announce_started
+from temporal_executor.bus.errors import DeadLetter, DeadLetterReason
+from temporal_executor.bus.transport import InboundMessage, Transport
 from temporal_executor.schemas.cloudevent import (
     REPLYTO_EXTENSION,
     TRACEPARENT_EXTENSION,
@@ -19,11 +22,7 @@ from temporal_executor.schemas.config import Settings
 from temporal_executor.schemas.event_types import EventType
 from temporal_executor.schemas.requests import ApprovalReplied, CancelRequested, ExecutionRequested
 from temporal_executor.schemas.task import AgentTaskInput, ApprovalDecision, EventRoute
-
-from .announcer import announce_started
-from .errors import DeadLetter, DeadLetterReason
-from .temporal_gateway import TemporalGateway
-from .transport import InboundMessage, Transport
+from temporal_executor.tasks.temporal_gateway import TemporalGateway
 
 log = logging.getLogger(__name__)
 M = TypeVar("M", bound=BaseModel)

@@ -6,34 +6,15 @@ from datetime import timedelta
 
 from temporalio.client import Client
 
+from temporal_executor.bridge.dispatcher import Dispatcher
+from temporal_executor.bridge.router import Router
+from temporal_executor.bus.factory import create_transport, enabled_buses
+from temporal_executor.bus.transport import Transport
 from temporal_executor.schemas.config import Settings
-
-from .dispatcher import Dispatcher
-from .router import Router
-from .temporal_connection import connect_temporal
-from .temporal_gateway import TemporalGateway
-from .transport import Transport
-from .transports import create_transport, enabled_buses
+from temporal_executor.tasks.temporal_connection import connect_with_retry
+from temporal_executor.tasks.temporal_gateway import TemporalGateway
 
 log = logging.getLogger(__name__)
-
-
-async def connect_with_retry(settings: Settings, stop: asyncio.Event) -> Client | None:
-    """Wait for Temporal at start rather than crash-looping; None if stopped first."""
-    delay = settings.bridge.retry_initial_seconds
-    while not stop.is_set():
-        try:
-            return await connect_temporal(settings.temporal)
-        except RuntimeError as exc:  # the SDK's connection failure
-            log.warning(
-                "Temporal unreachable; retrying",
-                extra={"temporal": settings.temporal.host_port, "error": str(exc)},
-            )
-        try:
-            await asyncio.wait_for(stop.wait(), timeout=delay)
-        except TimeoutError:
-            delay = min(delay * 2, settings.bridge.retry_max_seconds)
-    return None
 
 
 async def run_bridge(settings: Settings, stop: asyncio.Event, client: Client | None = None) -> None:

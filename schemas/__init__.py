@@ -7,11 +7,17 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from .cloudevent import CloudEvent
-from .config import Settings
-from .conversation import AssistantMessage, ChatMessage, ToolCall, ToolSpec, Usage
-from .event_types import EventType, workflow_id_for
-from .events import (
+from temporal_executor.schemas.cloudevent import CloudEvent
+from temporal_executor.schemas.config import Settings
+from temporal_executor.schemas.conversation import (
+    AssistantMessage,
+    ChatMessage,
+    ToolCall,
+    ToolSpec,
+    Usage,
+)
+from temporal_executor.schemas.event_types import EventType, workflow_id_for
+from temporal_executor.schemas.events import (
     ApprovalRequested,
     ApprovalResolved,
     ErrorInfo,
@@ -23,7 +29,12 @@ from .events import (
     TaskEventData,
     ToolCompleted,
 )
-from .requests import ApprovalReplied, CancelRequested, ExecutionRequested, ModelSelection
+from temporal_executor.schemas.requests import (
+    ApprovalReplied,
+    CancelRequested,
+    ExecutionRequested,
+    ModelSelection,
+)
 
 # The data model of each event type, as published in JSON Schema.
 DATA_MODELS: dict[EventType, type[BaseModel]] = {

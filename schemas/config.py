@@ -1,7 +1,7 @@
 """The service's configuration, validated once at start and passed down.
 
 Loaded from YAML (config/temporal-executor.yaml) with environment overrides; see
-`temporal_executor.settings` for the loader.
+`temporal_executor.config_file` for the loader.
 """
 
 from typing import Annotated, Any, Literal

@@ -5,8 +5,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .conversation import AssistantMessage, ToolCall, Usage
-from .requests import ModelSelection
+from temporal_executor.schemas.conversation import AssistantMessage, ToolCall, Usage
+from temporal_executor.schemas.requests import ModelSelection
 
 
 class TaskEventData(BaseModel):

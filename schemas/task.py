@@ -8,9 +8,15 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from .conversation import AssistantMessage, ChatMessage, ToolCall, ToolSpec, Usage
-from .events import ErrorInfo
-from .requests import ExecutionRequested, ModelSelection
+from temporal_executor.schemas.conversation import (
+    AssistantMessage,
+    ChatMessage,
+    ToolCall,
+    ToolSpec,
+    Usage,
+)
+from temporal_executor.schemas.events import ErrorInfo
+from temporal_executor.schemas.requests import ExecutionRequested, ModelSelection
 
 BusName = Literal["kafka", "nats"]
 

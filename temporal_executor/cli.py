@@ -21,10 +21,10 @@ import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
-from temporal_executor.dev import DevPorts
+from temporal_executor.config_file import CONFIG_PATH_ENV, ConfigError, load_settings
+from temporal_executor.dev.stack import DevPorts
 from temporal_executor.schemas import json_schemas
 from temporal_executor.schemas.config import Settings
-from temporal_executor.settings import CONFIG_PATH_ENV, ConfigError, load_settings
 
 DEFAULT_CONFIG = Path("config/temporal-executor.yaml")
 

@@ -9,8 +9,8 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from temporal_executor.bridge.transport import Transport
-from temporal_executor.bridge.transports import create_transport
+from temporal_executor.bus.factory import create_transport
+from temporal_executor.bus.transport import Transport
 from temporal_executor.bus_client import (
     approval_reply_event,
     cancel_event,
@@ -19,8 +19,8 @@ from temporal_executor.bus_client import (
     request_event,
     task_events,
 )
-from temporal_executor.dev import DevPorts
-from temporal_executor.embedded_stack import EmbeddedStackError
+from temporal_executor.dev.embedded_stack import EmbeddedStackError
+from temporal_executor.dev.stack import DevPorts
 from temporal_executor.processes import stop_on_signals
 from temporal_executor.schemas.cloudevent import CloudEvent
 from temporal_executor.schemas.config import Settings
@@ -58,7 +58,7 @@ async def bridge(settings: Settings) -> int:
 
 
 async def gateway(settings: Settings) -> int:
-    from temporal_executor.bridge.gateway import CannotStart, run_gateway
+    from temporal_executor.gateway import CannotStart, run_gateway
 
     stop = asyncio.Event()
     stop_on_signals(stop)
@@ -71,8 +71,8 @@ async def gateway(settings: Settings) -> int:
 
 
 async def dev(settings: Settings, data_dir: Path, *, demo: bool, ports: DevPorts) -> int:
-    from temporal_executor.bridge.gateway import CannotStart
-    from temporal_executor.dev import run_dev
+    from temporal_executor.dev.stack import run_dev
+    from temporal_executor.gateway import CannotStart
 
     stop = asyncio.Event()
     stop_on_signals(stop)

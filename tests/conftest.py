@@ -8,9 +8,8 @@ import pytest
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
-from temporal_executor.embedded_stack import EmbeddedStack
-
-from .harness import ServiceHarness, service_settings
+from temporal_executor.dev.embedded_stack import EmbeddedStack
+from tests.harness import ServiceHarness, service_settings
 
 # -- Real servers: one embedded stack for the whole session ---------------------------
 # Temporal (headless), NATS JetStream and a Kafka-compatible broker on free ports. Set

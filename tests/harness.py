@@ -14,9 +14,9 @@ import yaml
 from temporalio.client import Client
 
 from temporal_executor.bridge.service import run_bridge
-from temporal_executor.bridge.transport import InboundMessage, Transport
-from temporal_executor.bridge.transports import create_transport
-from temporal_executor.embedded_stack import EmbeddedStack, EmbeddedStackError
+from temporal_executor.bus.factory import create_transport
+from temporal_executor.bus.transport import InboundMessage, Transport
+from temporal_executor.dev.embedded_stack import EmbeddedStack, EmbeddedStackError
 from temporal_executor.schemas.cloudevent import TASKID_EXTENSION, CloudEvent
 from temporal_executor.schemas.config import ContentMode, ScriptedTurn, Settings
 from temporal_executor.schemas.event_types import TERMINAL_TYPES, EventType

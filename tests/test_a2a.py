@@ -30,11 +30,10 @@ from a2a.utils.errors import (
 )
 from google.protobuf.json_format import MessageToDict
 
-from temporal_executor.bridge.gateway import HITL_EXTENSION_URI, GatewayServer
+from temporal_executor.gateway import HITL_EXTENSION_URI, GatewayServer
 from temporal_executor.schemas.event_types import EventType, workflow_id_for
-
-from .harness import ServiceHarness, new_task_id
-from .test_gateway import gateway_settings
+from tests.harness import ServiceHarness, new_task_id
+from tests.test_gateway import gateway_settings
 
 TIMEOUT = 30.0
 WORKING = TaskState.TASK_STATE_WORKING

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from bench.report import ROWS
 from bench.timeline import HISTORY_STEPS
-from temporal_executor.embedded_stack import EmbeddedStack
+from temporal_executor.dev.embedded_stack import EmbeddedStack
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -21,8 +21,8 @@ from typing import Any
 
 import pytest
 
-from temporal_executor.bridge.transport import InboundMessage
-from temporal_executor.bridge.transports import create_transport
+from temporal_executor.bus.factory import create_transport
+from temporal_executor.bus.transport import InboundMessage
 from temporal_executor.bus_client import (
     default_approver,
     describe,
@@ -31,7 +31,8 @@ from temporal_executor.bus_client import (
     task_events,
 )
 from temporal_executor.cli import DEFAULT_CONFIG, approve_hint, main
-from temporal_executor.embedded_stack import EmbeddedStack
+from temporal_executor.config_file import CONFIG_PATH_ENV
+from temporal_executor.dev.embedded_stack import EmbeddedStack
 from temporal_executor.logs import JsonFormatter, TextFormatter, configure_logging
 from temporal_executor.schemas import json_schemas
 from temporal_executor.schemas.cloudevent import TASKID_EXTENSION, CloudEvent
@@ -39,9 +40,7 @@ from temporal_executor.schemas.config import LoggingSettings, Settings
 from temporal_executor.schemas.event_types import EventType
 from temporal_executor.schemas.requests import ExecutionRequested
 from temporal_executor.schemas.task import BusName
-from temporal_executor.settings import CONFIG_PATH_ENV
-
-from .harness import BUSES, ServiceHarness, ServiceProcess, new_task_id, service_settings
+from tests.harness import BUSES, ServiceHarness, ServiceProcess, new_task_id, service_settings
 
 REPO = Path(__file__).resolve().parent.parent
 COMMITTED_SCHEMAS = REPO / "schemas" / "json"

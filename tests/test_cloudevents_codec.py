@@ -6,15 +6,15 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from temporal_executor.bridge.cloudevents_codec import (
+from temporal_executor.bus.codec import (
     EncodedMessage,
     decode_kafka,
     decode_nats,
     encode_kafka,
     encode_nats,
 )
-from temporal_executor.bridge.errors import DeadLetter, DeadLetterReason
-from temporal_executor.bridge.transport import InboundMessage
+from temporal_executor.bus.errors import DeadLetter, DeadLetterReason
+from temporal_executor.bus.transport import InboundMessage
 from temporal_executor.schemas.cloudevent import CloudEvent
 from temporal_executor.schemas.config import ContentMode
 

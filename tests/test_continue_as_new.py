@@ -6,11 +6,10 @@ from pathlib import Path
 import pytest
 from temporalio.client import Client
 
-from temporal_executor.embedded_stack import EmbeddedStack
+from temporal_executor.dev.embedded_stack import EmbeddedStack
 from temporal_executor.schemas.config import ScriptedTurn
 from temporal_executor.schemas.event_types import EventType, workflow_id_for
-
-from .harness import ServiceHarness, new_task_id, service_settings, types
+from tests.harness import ServiceHarness, new_task_id, service_settings, types
 
 TOOL_TURNS = 12
 

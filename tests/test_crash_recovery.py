@@ -7,11 +7,10 @@ from pathlib import Path
 import pytest
 from temporalio.client import Client
 
-from temporal_executor.embedded_stack import EmbeddedStack
+from temporal_executor.dev.embedded_stack import EmbeddedStack
 from temporal_executor.schemas.event_types import TERMINAL_TYPES, EventType, workflow_id_for
 from temporal_executor.schemas.task import BusName
-
-from .harness import BUSES, ServiceHarness, ServiceProcess, new_task_id, service_settings
+from tests.harness import BUSES, ServiceHarness, ServiceProcess, new_task_id, service_settings
 
 TASKS = 24
 

@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 
 from temporal_executor.commands import DEMO_MESSAGE
-from temporal_executor.dev import DevPorts, _banner
-from temporal_executor.embedded_stack import ENV_OVERRIDES, EmbeddedStack, ServerName
+from temporal_executor.dev.embedded_stack import ENV_OVERRIDES, EmbeddedStack, ServerName
+from temporal_executor.dev.stack import DevPorts, _banner
 from temporal_executor.schemas.config import Settings
 from temporal_executor.schemas.event_types import EventType
 

@@ -19,7 +19,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest, ListNamespacesRequest
 from temporalio.client import Client, WorkflowExecutionStatus
 
-from temporal_executor.embedded_stack import (
+from temporal_executor.dev.embedded_stack import (
     BinaryNotFoundError,
     EmbeddedStack,
     EmbeddedStackError,
@@ -261,7 +261,7 @@ async def test_servers_die_with_their_parent(tmp_path: Path) -> None:
     script = textwrap.dedent(
         """
         import asyncio, sys
-        from temporal_executor.embedded_stack import EmbeddedStack
+        from temporal_executor.dev.embedded_stack import EmbeddedStack
 
         async def main():
             stack = EmbeddedStack(["nats"], data_dir=sys.argv[1])

@@ -12,8 +12,7 @@ from temporal_executor.schemas.cloudevent import STRUCTURED_MEDIA_TYPE
 from temporal_executor.schemas.config import ContentMode
 from temporal_executor.schemas.event_types import EventType, workflow_id_for
 from temporal_executor.schemas.task import BusName, TaskStatus
-
-from .harness import BUSES, ServiceHarness, new_task_id, types
+from tests.harness import BUSES, ServiceHarness, new_task_id, types
 
 pytestmark = pytest.mark.parametrize("bus", BUSES)
 

@@ -19,12 +19,11 @@ from typing import Any
 import httpx
 import pytest
 
-from temporal_executor.bridge.gateway import GatewayServer
-from temporal_executor.embedded_stack import ENV_OVERRIDES
+from temporal_executor.dev.embedded_stack import ENV_OVERRIDES
+from temporal_executor.gateway import GatewayServer
 from temporal_executor.schemas.event_types import EventType, workflow_id_for
 from temporal_executor.schemas.task import BusName
-
-from .harness import BUSES, ServiceHarness, ServiceProcess, new_task_id, types
+from tests.harness import BUSES, ServiceHarness, ServiceProcess, new_task_id, types
 
 TIMEOUT = 30.0
 
@@ -386,7 +385,7 @@ async def test_503_while_temporal_is_unreachable(service: ServiceHarness) -> Non
 
 
 async def test_a_taken_port_or_a_missing_token_stops_the_start(service: ServiceHarness) -> None:
-    from temporal_executor.bridge.gateway import CannotStart
+    from temporal_executor.gateway import CannotStart
 
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

@@ -2,7 +2,7 @@
 
 import asyncio
 
-from temporal_executor.bridge._transport_common import InFlight
+from temporal_executor.bus._common import InFlight
 
 
 async def test_waits_for_room_for_a_batch_while_deliveries_are_acked_one_by_one() -> None:

@@ -7,12 +7,11 @@ from typing import Any
 import pytest
 from temporalio.client import Client
 
-from temporal_executor.embedded_stack import EmbeddedStack
+from temporal_executor.dev.embedded_stack import EmbeddedStack
 from temporal_executor.schemas.cloudevent import CloudEvent
 from temporal_executor.schemas.config import FallbackTarget, ProviderSettings, ScriptedTurn
 from temporal_executor.schemas.event_types import EventType, workflow_id_for
-
-from .harness import ServiceHarness, new_task_id, service_settings, types
+from tests.harness import ServiceHarness, new_task_id, service_settings, types
 
 DOWN = ScriptedTurn(error="unavailable")
 

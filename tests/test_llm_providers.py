@@ -36,8 +36,7 @@ from temporal_executor.worker.llm.errors import (
 from temporal_executor.worker.llm.openai_provider import OpenAIProvider
 from temporal_executor.worker.llm.registry import ProviderRegistry
 from temporal_executor.worker.llm.scripted_provider import ScriptedProvider
-
-from .fakes.llm_servers import (
+from tests.fakes.llm_servers import (
     ErrorReply,
     FakeAnthropicServer,
     FakeOpenAIServer,

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from temporalio.client import Client
 
-from temporal_executor.embedded_stack import EmbeddedStack
+from temporal_executor.dev.embedded_stack import EmbeddedStack
 from temporal_executor.schemas.config import ProviderSettings
 from temporal_executor.schemas.conversation import ChatMessage, ToolCall, ToolSpec
 from temporal_executor.schemas.event_types import EventType
@@ -34,8 +34,7 @@ from temporal_executor.worker.llm.errors import (
     RateLimited,
 )
 from temporal_executor.worker.llm.gemini_provider import GeminiProvider, to_gemini_schema
-
-from .fakes.llm_servers import (
+from tests.fakes.llm_servers import (
     ErrorReply,
     FakeGeminiServer,
     FakeGoogleTokenServer,
@@ -53,8 +52,8 @@ from .fakes.llm_servers import (
     tool_calls,
     unauthorized,
 )
-from .harness import ServiceHarness, new_task_id, service_settings, types
-from .test_llm_providers import (
+from tests.harness import ServiceHarness, new_task_id, service_settings, types
+from tests.test_llm_providers import (
     CALCULATOR,
     SAVE_NOTE,
     assistant_turn,

@@ -20,7 +20,7 @@ import pytest
 import yaml
 from temporalio.client import Client
 
-from temporal_executor.embedded_stack import EmbeddedStack
+from temporal_executor.dev.embedded_stack import EmbeddedStack
 from temporal_executor.schemas.cloudevent import CloudEvent
 from temporal_executor.schemas.config import McpServerSettings, ScriptedTurn, Settings
 from temporal_executor.schemas.conversation import ToolSpec
@@ -32,8 +32,7 @@ from temporal_executor.worker.tools.mcp_tools import (
     result_value,
 )
 from temporal_executor.worker.tools.registry import ToolRegistry
-
-from .harness import ServiceHarness, new_task_id, service_settings, types
+from tests.harness import ServiceHarness, new_task_id, service_settings, types
 
 SERVER = Path(__file__).parent / "fakes" / "mcp_server.py"
 CONFIG = Path(__file__).parent.parent / "config" / "temporal-executor.yaml"

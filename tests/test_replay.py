@@ -26,13 +26,12 @@ from temporalio.client import Client, WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
-from temporal_executor.embedded_stack import EmbeddedStack
+from temporal_executor.dev.embedded_stack import EmbeddedStack
 from temporal_executor.schemas.event_types import WORKFLOW_TYPE, workflow_id_for
 from temporal_executor.schemas.task import AgentTaskInput
 from temporal_executor.worker.workflow import AgentExecutionWorkflow
-
-from .harness import ServiceHarness, new_task_id, service_settings
-from .histories.record import (
+from tests.harness import ServiceHarness, new_task_id, service_settings
+from tests.histories.record import (
     CURRENT_VERSION,
     SCENARIOS,
     recorded_workflow_id,

@@ -24,17 +24,16 @@ from temporalio.client import Client, WorkflowExecutionStatus
 
 from temporal_executor.bridge.dispatcher import MAX_UNEXPECTED_FAILURES, Dispatcher
 from temporal_executor.bridge.router import Router
-from temporal_executor.bridge.temporal_gateway import TemporalGateway
-from temporal_executor.bridge.transport import InboundMessage, Transport
-from temporal_executor.bridge.transports import create_transport
-from temporal_executor.embedded_stack import EmbeddedStack
+from temporal_executor.bus.factory import create_transport
+from temporal_executor.bus.transport import InboundMessage, Transport
+from temporal_executor.dev.embedded_stack import EmbeddedStack
 from temporal_executor.schemas.cloudevent import CloudEvent
 from temporal_executor.schemas.config import Settings
 from temporal_executor.schemas.event_types import TERMINAL_TYPES, EventType, workflow_id_for
 from temporal_executor.schemas.task import BusName
+from temporal_executor.tasks.temporal_gateway import TemporalGateway
 from temporal_executor.worker.service import run_worker
-
-from .harness import BUSES, BusWatcher, ServiceHarness, new_task_id, service_settings, types
+from tests.harness import BUSES, BusWatcher, ServiceHarness, new_task_id, service_settings, types
 
 pytestmark = pytest.mark.parametrize("bus", BUSES)
 

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from temporal_executor.settings import ConfigError, load_settings
+from temporal_executor.config_file import ConfigError, load_settings
 
 REPO_CONFIG = Path(__file__).parent.parent / "config" / "temporal-executor.yaml"
 

@@ -19,16 +19,15 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RetryConfig
 
-from temporal_executor.bridge.errors import DeadLetter
 from temporal_executor.bridge.service import run_bridge
-from temporal_executor.bridge.temporal_connection import connect_temporal
-from temporal_executor.embedded_stack import EmbeddedStack
+from temporal_executor.bus.errors import DeadLetter
+from temporal_executor.dev.embedded_stack import EmbeddedStack
 from temporal_executor.schemas.cloudevent import CloudEvent
 from temporal_executor.schemas.config import ContentMode, Settings
 from temporal_executor.schemas.event_types import TERMINAL_TYPES, EventType, workflow_id_for
 from temporal_executor.schemas.task import BusName
-
-from .harness import BUSES, BusWatcher, ServiceHarness, new_task_id, service_settings, types
+from temporal_executor.tasks.temporal_connection import connect_temporal
+from tests.harness import BUSES, BusWatcher, ServiceHarness, new_task_id, service_settings, types
 
 REQUESTS_PER_BUS = 3
 # Long enough for the bridge to fail against the stopped Temporal many times over (its

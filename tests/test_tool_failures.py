@@ -18,13 +18,12 @@ from typing import Any
 import pytest
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError
 
-from temporal_executor.embedded_stack import EmbeddedStack
+from temporal_executor.dev.embedded_stack import EmbeddedStack
 from temporal_executor.schemas.cloudevent import CloudEvent
 from temporal_executor.schemas.config import ScriptedTurn, ToolSettings
 from temporal_executor.schemas.event_types import TERMINAL_TYPES, EventType, workflow_id_for
 from temporal_executor.worker.errors import ToolError
-
-from .harness import ServiceHarness, new_task_id, service_settings, types
+from tests.harness import ServiceHarness, new_task_id, service_settings, types
 
 TOOL_TIMEOUT_SECONDS = 1.0
 TOOL_MAX_ATTEMPTS = 2

@@ -15,11 +15,11 @@ from typing import Any
 
 import pytest
 
-from temporal_executor.bridge.errors import DeadLetter, DeadLetterReason
-from temporal_executor.bridge.kafka_transport import KafkaTransport
-from temporal_executor.bridge.nats_transport import NatsTransport
-from temporal_executor.bridge.transport import Delivery, InboundMessage, MessageTooLarge, Transport
-from temporal_executor.embedded_stack import EmbeddedStack
+from temporal_executor.bus.errors import DeadLetter, DeadLetterReason
+from temporal_executor.bus.kafka.transport import KafkaTransport
+from temporal_executor.bus.nats.transport import NatsTransport
+from temporal_executor.bus.transport import Delivery, InboundMessage, MessageTooLarge, Transport
+from temporal_executor.dev.embedded_stack import EmbeddedStack
 from temporal_executor.schemas.cloudevent import CloudEvent
 from temporal_executor.schemas.config import BusSettings, ContentMode
 from temporal_executor.schemas.task import BusName

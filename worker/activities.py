@@ -14,7 +14,7 @@ from typing import Any
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from temporal_executor.bridge.transport import MessageTooLarge
+from temporal_executor.bus.transport import MessageTooLarge
 from temporal_executor.schemas.config import ExecutorSettings, LlmSettings
 from temporal_executor.schemas.conversation import ToolSpec
 from temporal_executor.schemas.events import ErrorInfo

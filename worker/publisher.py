@@ -6,8 +6,8 @@ One transport per bus, connected on first use and kept for the worker's lifetime
 import asyncio
 from collections.abc import Callable
 
-from temporal_executor.bridge.outbound_events import build_event, destinations
-from temporal_executor.bridge.transport import Transport
+from temporal_executor.bus.outbound import build_event, destinations
+from temporal_executor.bus.transport import Transport
 from temporal_executor.schemas.task import BusName, PublishInput
 
 TransportFactory = Callable[[BusName], Transport]

@@ -10,11 +10,11 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
-from temporal_executor.bridge.temporal_connection import connect_temporal
-from temporal_executor.bridge.transport import Transport
-from temporal_executor.bridge.transports import create_transport
+from temporal_executor.bus.factory import create_transport
+from temporal_executor.bus.transport import Transport
 from temporal_executor.schemas.config import Settings
 from temporal_executor.schemas.task import BusName
+from temporal_executor.tasks.temporal_connection import connect_temporal
 from temporal_executor.worker.activities import AgentActivities
 from temporal_executor.worker.llm.registry import ProviderRegistry
 from temporal_executor.worker.publisher import EventPublisher

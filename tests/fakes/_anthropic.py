@@ -7,8 +7,8 @@ import re
 from collections.abc import Iterable
 from typing import Any, NoReturn
 
-from ._json_http import HttpResponse, RecordedRequest
-from ._script import TOOL_NAME, ErrorReply, Refused, Reply, ScriptedLlmServer, usage_of
+from tests.fakes._json_http import HttpResponse, RecordedRequest
+from tests.fakes._script import TOOL_NAME, ErrorReply, Refused, Reply, ScriptedLlmServer, usage_of
 
 _ERROR_TYPES = {
     400: "invalid_request_error",

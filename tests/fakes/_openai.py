@@ -8,8 +8,8 @@ import time
 from collections.abc import Iterable
 from typing import Any, NoReturn
 
-from ._json_http import HttpResponse, RecordedRequest
-from ._script import ErrorReply, Refused, Reply, ScriptedLlmServer, usage_of
+from tests.fakes._json_http import HttpResponse, RecordedRequest
+from tests.fakes._script import ErrorReply, Refused, Reply, ScriptedLlmServer, usage_of
 
 _AZURE_PATH = re.compile(r"/openai/deployments/([^/]+)/chat/completions")
 

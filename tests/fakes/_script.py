@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from ._json_http import HttpResponse, JsonHttpServer, RecordedRequest
+from tests.fakes._json_http import HttpResponse, JsonHttpServer, RecordedRequest
 
 # -- the script: neutral replies, rendered by each server in its API's shape -----------
 

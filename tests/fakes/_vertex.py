@@ -21,9 +21,9 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from ._anthropic import FakeAnthropicServer, _check_messages, _check_tools
-from ._json_http import HttpResponse, JsonHttpServer, RecordedRequest
-from ._script import ErrorReply, Refused, Reply, ScriptedLlmServer
+from tests.fakes._anthropic import FakeAnthropicServer, _check_messages, _check_tools
+from tests.fakes._json_http import HttpResponse, JsonHttpServer, RecordedRequest
+from tests.fakes._script import ErrorReply, Refused, Reply, ScriptedLlmServer
 
 _STATUS = {
     400: "INVALID_ARGUMENT",

@@ -21,10 +21,10 @@ Script items: `text(...)`, `tool_calls(...)`, an error (`rate_limited()`,
 Once the script is used up, `server.default` is played (None: a 500 saying so).
 """
 
-from ._anthropic import FakeAnthropicServer
-from ._json_http import RecordedRequest
-from ._openai import FakeOpenAIServer
-from ._script import (
+from tests.fakes._anthropic import FakeAnthropicServer
+from tests.fakes._json_http import RecordedRequest
+from tests.fakes._openai import FakeOpenAIServer
+from tests.fakes._script import (
     ErrorReply,
     FakeToolCall,
     Reply,
@@ -38,7 +38,7 @@ from ._script import (
     tool_calls,
     unauthorized,
 )
-from ._vertex import (
+from tests.fakes._vertex import (
     FakeGeminiServer,
     FakeGoogleTokenServer,
     FakeVertexAnthropicServer,

@@ -26,13 +26,12 @@ from typing import Any
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError, WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 
-from temporal_executor.embedded_stack import EmbeddedStack
+from temporal_executor.dev.embedded_stack import EmbeddedStack
 from temporal_executor.schemas.cloudevent import CloudEvent
 from temporal_executor.schemas.config import ScriptedTurn, Settings
 from temporal_executor.schemas.event_types import EventType, workflow_id_for
 from temporal_executor.schemas.task import BusName
-
-from ..harness import BusWatcher, Producer, ServiceHarness, service_settings, types
+from tests.harness import BusWatcher, Producer, ServiceHarness, service_settings, types
 
 HISTORY_DIR = Path(__file__).parent
 # One directory per version of the workflow's commands; `record` writes the newest.

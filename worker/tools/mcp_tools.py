@@ -45,8 +45,7 @@ from mcp.client.streamable_http import streamable_http_client
 from temporal_executor.schemas.config import McpServerSettings, ToolSettings
 from temporal_executor.schemas.conversation import ToolSpec
 from temporal_executor.worker.errors import ToolError
-
-from .registry import Tool
+from temporal_executor.worker.tools.registry import Tool
 
 log = logging.getLogger(__name__)
 

@@ -12,8 +12,7 @@ from pydantic import BaseModel, ValidationError, create_model
 from temporal_executor.schemas.config import ToolSettings
 from temporal_executor.schemas.conversation import ToolSpec
 from temporal_executor.worker.errors import ConfigurationError, InvalidToolArguments
-
-from .builtin import BUILTIN_TOOLS
+from temporal_executor.worker.tools.builtin import BUILTIN_TOOLS
 
 
 @dataclass(frozen=True)

@@ -1,17 +1,16 @@
 """Creates the transport for a bus; the only place that knows which classes exist."""
 
+from temporal_executor.bus.transport import Transport
 from temporal_executor.schemas.config import BusSettings
 from temporal_executor.schemas.task import BusName
-
-from .transport import Transport
 
 
 def create_transport(bus: BusName, settings: BusSettings, *, max_in_flight: int = 64) -> Transport:
     if bus == "kafka":
-        from .kafka_transport import KafkaTransport
+        from temporal_executor.bus.kafka.transport import KafkaTransport
 
         return KafkaTransport(settings, max_in_flight=max_in_flight)
-    from .nats_transport import NatsTransport
+    from temporal_executor.bus.nats.transport import NatsTransport
 
     return NatsTransport(settings, max_in_flight=max_in_flight)
 

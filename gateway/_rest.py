@@ -17,13 +17,9 @@ from pydantic import BaseModel, ValidationError
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.background import BackgroundTask
 
-from temporal_executor.schemas.cloudevent import SEQUENCE_EXTENSION
-from temporal_executor.schemas.event_types import WORKFLOW_ID_PREFIX, workflow_id_for
-from temporal_executor.schemas.requests import ExecutionRequested
-
-from ..router import validation_problems
-from ._errors import InvalidRequest, PayloadTooLarge
-from ._models import (
+from temporal_executor.bridge.router import validation_problems
+from temporal_executor.gateway._errors import InvalidRequest, PayloadTooLarge
+from temporal_executor.gateway._models import (
     ApprovalApplied,
     ApprovalBody,
     CancelBody,
@@ -32,7 +28,10 @@ from ._models import (
     TaskAccepted,
     TaskStatusBody,
 )
-from ._tasks import TaskService, cloudevent_json
+from temporal_executor.gateway._tasks import TaskService, cloudevent_json
+from temporal_executor.schemas.cloudevent import SEQUENCE_EXTENSION
+from temporal_executor.schemas.event_types import WORKFLOW_ID_PREFIX, workflow_id_for
+from temporal_executor.schemas.requests import ExecutionRequested
 
 M = TypeVar("M", bound=BaseModel)
 PREFIX = "/api/v1"

@@ -21,6 +21,27 @@ from temporalio.api.workflowservice.v1 import GetSystemInfoRequest
 from temporalio.client import Client, WorkflowQueryFailedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from temporal_executor.bridge.announcer import announce_started
+from temporal_executor.bridge.router import task_input
+from temporal_executor.bus.errors import (
+    BusError,
+    DeadLetter,
+    DeadLetterReason,
+    RetryLater,
+    TransportError,
+)
+from temporal_executor.bus.transport import Transport, Watch
+from temporal_executor.gateway._errors import (
+    BusUnavailable,
+    Forbidden,
+    GatewayError,
+    InvalidRequest,
+    NotAwaitingApproval,
+    ShuttingDown,
+    TaskNotFound,
+    TaskNotRunning,
+    TemporalUnavailable,
+)
 from temporal_executor.schemas.cloudevent import TASKID_EXTENSION, CloudEvent
 from temporal_executor.schemas.config import Settings
 from temporal_executor.schemas.event_types import TERMINAL_TYPES, workflow_id_for
@@ -32,24 +53,8 @@ from temporal_executor.schemas.task import (
     EventRoute,
     TaskStatus,
 )
-
-from ..announcer import announce_started
-from ..errors import BridgeError, DeadLetter, DeadLetterReason, RetryLater, TransportError
-from ..router import task_input
-from ..service import connect_with_retry
-from ..temporal_gateway import TemporalGateway
-from ..transport import Transport, Watch
-from ._errors import (
-    BusUnavailable,
-    Forbidden,
-    GatewayError,
-    InvalidRequest,
-    NotAwaitingApproval,
-    ShuttingDown,
-    TaskNotFound,
-    TaskNotRunning,
-    TemporalUnavailable,
-)
+from temporal_executor.tasks.temporal_connection import connect_with_retry
+from temporal_executor.tasks.temporal_gateway import TemporalGateway
 
 log = logging.getLogger(__name__)
 
@@ -294,7 +299,7 @@ async def _task_events(
     async for message in messages:
         try:
             event = transport.decode(message)
-        except BridgeError:  # not a CloudEvent, so not one of ours
+        except BusError:  # not a CloudEvent, so not one of ours
             continue
         # Delivery is at least once: a redelivered event has the id it had.
         if event.extension(TASKID_EXTENSION) != task_id or event.id in seen:

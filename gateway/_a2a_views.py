@@ -28,14 +28,13 @@ from a2a.types.a2a_pb2 import (
     TaskStatusUpdateEvent,
 )
 
+from temporal_executor.gateway._hitl import PendingCall, approval_message
+from temporal_executor.gateway._tasks import cloudevent_json
 from temporal_executor.schemas.cloudevent import TASKID_EXTENSION, CloudEvent
 from temporal_executor.schemas.conversation import ToolCall
 from temporal_executor.schemas.event_types import EventType, workflow_id_for
 from temporal_executor.schemas.task import AgentTaskInput
 from temporal_executor.schemas.task import TaskStatus as OurStatus
-
-from ._hitl import PendingCall, approval_message
-from ._tasks import cloudevent_json
 
 A2A_METADATA = "a2a"
 CLOUDEVENT_METADATA = "cloudevent"

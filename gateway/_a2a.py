@@ -55,12 +55,8 @@ from a2a.utils.task import apply_history_length, validate_history_length
 from google.protobuf.json_format import MessageToDict
 from pydantic import ValidationError
 
-from temporal_executor.schemas.cloudevent import CloudEvent
-from temporal_executor.schemas.event_types import TERMINAL_TYPES, EventType
-from temporal_executor.schemas.requests import ExecutionRequested
-
-from ..router import validation_problems
-from ._a2a_views import (
+from temporal_executor.bridge.router import validation_problems
+from temporal_executor.gateway._a2a_views import (
     A2A_METADATA,
     a2a_task,
     context_id_of,
@@ -68,7 +64,7 @@ from ._a2a_views import (
     stream_events,
     submitted_task,
 )
-from ._errors import (
+from temporal_executor.gateway._errors import (
     Forbidden,
     GatewayError,
     InvalidRequest,
@@ -76,8 +72,11 @@ from ._errors import (
     TaskNotFound,
     TaskNotRunning,
 )
-from ._hitl import PendingCall, UnreadableReply, decisions
-from ._tasks import TERMINAL_STATES, TaskService
+from temporal_executor.gateway._hitl import PendingCall, UnreadableReply, decisions
+from temporal_executor.gateway._tasks import TERMINAL_STATES, TaskService
+from temporal_executor.schemas.cloudevent import CloudEvent
+from temporal_executor.schemas.event_types import TERMINAL_TYPES, EventType
+from temporal_executor.schemas.requests import ExecutionRequested
 
 # Request fields a message's metadata may set, as a bus request's data does.
 REQUEST_FIELDS = ("model_config", "system_prompt", "tools", "require_approval", "max_iterations")

@@ -8,9 +8,9 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from .cloudevents_codec import EncodedMessage
-from .errors import TransportError
-from .transport import InboundMessage, MessageTooLarge
+from temporal_executor.bus.codec import EncodedMessage
+from temporal_executor.bus.errors import TransportError
+from temporal_executor.bus.transport import InboundMessage, MessageTooLarge
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)

@@ -18,12 +18,11 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
+from temporal_executor.bus._common import Backoff, InFlight
+from temporal_executor.bus.kafka.offsets import OffsetTracker, PartitionOffsets, TopicPartitionKey
+from temporal_executor.bus.kafka.watch import inbound
+from temporal_executor.bus.transport import InboundMessage
 from temporal_executor.schemas.config import KafkaSettings
-
-from ._kafka_offsets import OffsetTracker, PartitionOffsets, TopicPartitionKey
-from ._kafka_watch import inbound
-from ._transport_common import Backoff, InFlight
-from .transport import InboundMessage
 
 log = logging.getLogger(__name__)
 

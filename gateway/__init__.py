@@ -11,8 +11,8 @@ An ingress like the bridge: it starts, approves and cancels tasks through the br
 `TemporalGateway` and reads their events from the bus; it never imports `worker`.
 """
 
-from ._app import agent_card, create_app
-from ._errors import (
+from temporal_executor.gateway._app import agent_card, create_app
+from temporal_executor.gateway._errors import (
     BusUnavailable,
     CannotStart,
     Forbidden,
@@ -25,9 +25,9 @@ from ._errors import (
     TaskNotRunning,
     TemporalUnavailable,
 )
-from ._hitl import HITL_EXTENSION_URI
-from ._server import GatewayServer, auth_token, run_gateway
-from ._tasks import TaskService, TemporalLink
+from temporal_executor.gateway._hitl import HITL_EXTENSION_URI
+from temporal_executor.gateway._server import GatewayServer, auth_token, run_gateway
+from temporal_executor.gateway._tasks import TaskService, TemporalLink
 
 __all__ = [
     "HITL_EXTENSION_URI",

@@ -23,15 +23,7 @@ from typing import Any
 
 from cloudevents.core.bindings import kafka
 
-from temporal_executor.schemas.cloudevent import (
-    PARTITIONKEY_EXTENSION,
-    STRUCTURED_MEDIA_TYPE,
-    TASKID_EXTENSION,
-    CloudEvent,
-)
-from temporal_executor.schemas.config import ContentMode
-
-from ._cloudevent_wire import (
+from temporal_executor.bus._wire import (
     StrictJSONFormat,
     WireEvent,
     check_structured_format,
@@ -44,8 +36,15 @@ from ._cloudevent_wire import (
     to_model,
     wire_attributes,
 )
-from .errors import DeadLetter
-from .transport import InboundMessage
+from temporal_executor.bus.errors import DeadLetter
+from temporal_executor.bus.transport import InboundMessage
+from temporal_executor.schemas.cloudevent import (
+    PARTITIONKEY_EXTENSION,
+    STRUCTURED_MEDIA_TYPE,
+    TASKID_EXTENSION,
+    CloudEvent,
+)
+from temporal_executor.schemas.config import ContentMode
 
 KAFKA_PREFIX = "ce_"
 NATS_PREFIX = "ce-"

@@ -19,11 +19,10 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
+from temporal_executor.bus._common import Backoff, InFlight
+from temporal_executor.bus.nats.watch import inbound
+from temporal_executor.bus.transport import InboundMessage
 from temporal_executor.schemas.config import NatsSettings
-
-from ._nats_watch import inbound
-from ._transport_common import Backoff, InFlight
-from .transport import InboundMessage
 
 log = logging.getLogger(__name__)
 

@@ -18,16 +18,15 @@ import nats.js.errors
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 
+from temporal_executor.bus._common import check_size, connecting, dead_letter_headers
+from temporal_executor.bus.codec import decode_nats, encode_nats
+from temporal_executor.bus.errors import TransportError
+from temporal_executor.bus.nats.consumer import NatsConsumerLoops, NatsDelivery
+from temporal_executor.bus.nats.watch import NatsWatch
+from temporal_executor.bus.transport import Delivery, InboundMessage, MessageTooLarge, Watch
 from temporal_executor.schemas.cloudevent import CloudEvent
 from temporal_executor.schemas.config import BusSettings
 from temporal_executor.schemas.task import BusName
-
-from ._nats_consumer import NatsConsumerLoops, NatsDelivery
-from ._nats_watch import NatsWatch
-from ._transport_common import check_size, connecting, dead_letter_headers
-from .cloudevents_codec import decode_nats, encode_nats
-from .errors import TransportError
-from .transport import Delivery, InboundMessage, MessageTooLarge, Watch
 
 log = logging.getLogger(__name__)
 

@@ -9,8 +9,8 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import ConsumerStoppedError, KafkaError
 
-from .errors import TransportError
-from .transport import InboundMessage, Watch
+from temporal_executor.bus.errors import TransportError
+from temporal_executor.bus.transport import InboundMessage, Watch
 
 log = logging.getLogger(__name__)
 

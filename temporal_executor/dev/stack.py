@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from temporal_executor.embedded_stack import EmbeddedStack, ServerName
+from temporal_executor.dev.embedded_stack import EmbeddedStack, ServerName
 from temporal_executor.schemas.config import Settings
 
 
@@ -56,8 +56,8 @@ async def run_dev(
     else the caller runs against it (the demo).
     """
     # Imported here: the CLI builds its parser from `DevPorts` and should not load these.
-    from temporal_executor.bridge.gateway import GatewayServer
     from temporal_executor.bridge.service import run_bridge
+    from temporal_executor.gateway import GatewayServer
     from temporal_executor.worker.service import run_worker
 
     stack = EmbeddedStack(

@@ -19,13 +19,12 @@ from cloudevents.core.formats.json import JSONFormat
 from pydantic import ValidationError
 from pydantic_core import to_json, to_jsonable_python
 
+from temporal_executor.bus.errors import DeadLetter, DeadLetterReason
 from temporal_executor.schemas.cloudevent import (
     JSON_MEDIA_TYPE,
     STRUCTURED_MEDIA_TYPE,
     CloudEvent,
 )
-
-from .errors import DeadLetter, DeadLetterReason
 
 SPECVERSION = "1.0"
 REQUIRED = ("id", "source", "type", "specversion")

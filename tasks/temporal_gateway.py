@@ -16,10 +16,9 @@ from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from temporal_executor.bus.errors import DeadLetter, DeadLetterReason, RetryLater
 from temporal_executor.schemas.event_types import WORKFLOW_TYPE, workflow_id_for
 from temporal_executor.schemas.task import AgentTaskInput, ApprovalDecision, ApprovalOutcome
-
-from .errors import DeadLetter, DeadLetterReason, RetryLater
 
 # Codes that mean "Temporal is not there right now", not "this request is wrong".
 _TRANSIENT_CODES = frozenset(

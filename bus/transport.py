@@ -11,13 +11,12 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Protocol, Self
 
+from temporal_executor.bus.errors import BusError
 from temporal_executor.schemas.cloudevent import CloudEvent
 from temporal_executor.schemas.task import BusName
 
-from .errors import BridgeError
 
-
-class MessageTooLarge(BridgeError):
+class MessageTooLarge(BusError):
     """The bus will never take this message (over `bus.max_message_bytes` or the server's
     limit): retrying does not help; shrink it or give up."""
 

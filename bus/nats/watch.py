@@ -10,8 +10,8 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import DeliverPolicy
 
-from .errors import TransportError
-from .transport import InboundMessage, Watch
+from temporal_executor.bus.errors import TransportError
+from temporal_executor.bus.transport import InboundMessage, Watch
 
 log = logging.getLogger(__name__)
 

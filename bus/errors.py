@@ -1,11 +1,11 @@
-"""Bridge errors. Each subclass says what to do with the message that caused it."""
+"""Bus-layer errors. Each subclass says what to do with the message that caused it."""
 
 
-class BridgeError(Exception):
-    """Root of the bridge's errors."""
+class BusError(Exception):
+    """Root of the bus layer's errors."""
 
 
-class DeadLetter(BridgeError):
+class DeadLetter(BusError):
     """The message can never be handled: dead-letter it with `reason`, then acknowledge it."""
 
     def __init__(self, reason: str, detail: str) -> None:
@@ -14,11 +14,11 @@ class DeadLetter(BridgeError):
         self.detail = detail
 
 
-class RetryLater(BridgeError):
+class RetryLater(BusError):
     """A dependency (Temporal, the bus) is unavailable: keep the message, back off, retry."""
 
 
-class TransportError(BridgeError):
+class TransportError(BusError):
     """The bus failed in a way a retry may fix (connection lost, broker unavailable)."""
 
 

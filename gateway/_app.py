@@ -23,15 +23,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
+from temporal_executor.gateway._a2a import TaskRequestHandler
+from temporal_executor.gateway._errors import GatewayError
+from temporal_executor.gateway._hitl import HITL_EXTENSION_URI
+from temporal_executor.gateway._middleware import BearerAuth, EchoExtensions
+from temporal_executor.gateway._models import ErrorBody, Health
+from temporal_executor.gateway._rest import request_schemas, rest_router
+from temporal_executor.gateway._tasks import TaskService
 from temporal_executor.schemas.config import Settings
-
-from ._a2a import TaskRequestHandler
-from ._errors import GatewayError
-from ._hitl import HITL_EXTENSION_URI
-from ._middleware import BearerAuth, EchoExtensions
-from ._models import ErrorBody, Health
-from ._rest import request_schemas, rest_router
-from ._tasks import TaskService
 
 log = logging.getLogger(__name__)
 

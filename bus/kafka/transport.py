@@ -18,16 +18,15 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 from aiokafka.helpers import create_ssl_context
 
+from temporal_executor.bus._common import InFlight, check_size, connecting, dead_letter_headers
+from temporal_executor.bus.codec import decode_kafka, encode_kafka
+from temporal_executor.bus.errors import TransportError
+from temporal_executor.bus.kafka.consumer import KafkaConsumerLoop, KafkaDelivery
+from temporal_executor.bus.kafka.watch import KafkaWatch
+from temporal_executor.bus.transport import Delivery, InboundMessage, MessageTooLarge, Watch
 from temporal_executor.schemas.cloudevent import CloudEvent
 from temporal_executor.schemas.config import BusSettings
 from temporal_executor.schemas.task import BusName
-
-from ._kafka_consumer import KafkaConsumerLoop, KafkaDelivery
-from ._kafka_watch import KafkaWatch
-from ._transport_common import InFlight, check_size, connecting, dead_letter_headers
-from .cloudevents_codec import decode_kafka, encode_kafka
-from .errors import TransportError
-from .transport import Delivery, InboundMessage, MessageTooLarge, Watch
 
 log = logging.getLogger(__name__)
 

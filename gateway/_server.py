@@ -10,14 +10,13 @@ from collections.abc import Iterator, Mapping
 import uvicorn
 from temporalio.client import Client
 
+from temporal_executor.bus.factory import create_transport, enabled_buses
+from temporal_executor.bus.transport import Transport
+from temporal_executor.gateway._app import create_app
+from temporal_executor.gateway._errors import CannotStart
+from temporal_executor.gateway._tasks import TaskService, TemporalLink
 from temporal_executor.schemas.config import GatewaySettings, Settings
 from temporal_executor.schemas.task import BusName
-
-from ..transport import Transport
-from ..transports import create_transport, enabled_buses
-from ._app import create_app
-from ._errors import CannotStart
-from ._tasks import TaskService, TemporalLink
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,1 @@
+"""Kafka: the transport, its consumer-group loop, offsets and watches (aiokafka)."""

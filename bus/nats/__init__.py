@@ -1,0 +1,1 @@
+"""NATS JetStream: the transport, its pull-consumer loops and watches (nats-py)."""

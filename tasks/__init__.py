@@ -1,0 +1,1 @@
+"""The task service: start, cancel, approve and read tasks over the Temporal client."""

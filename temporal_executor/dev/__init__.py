@@ -1,0 +1,1 @@
+"""Dev tooling: the embedded stack of real servers and `temporal-executor dev`."""
