@@ -20,10 +20,12 @@ from a2a.types.a2a_pb2 import (
 from a2a.utils.constants import AGENT_CARD_WELL_KNOWN_PATH, PROTOCOL_VERSION_1_0, TransportProtocol
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from temporal_executor.gateway._a2a import TaskRequestHandler
+from temporal_executor.gateway._codec import CODEC_REQUEST_HEADERS, codec_router
 from temporal_executor.gateway._errors import GatewayError
 from temporal_executor.gateway._hitl import HITL_EXTENSION_URI
 from temporal_executor.gateway._middleware import BearerAuth, EchoExtensions
@@ -31,6 +33,7 @@ from temporal_executor.gateway._models import ErrorBody, Health
 from temporal_executor.gateway._rest import request_schemas, rest_router
 from temporal_executor.gateway._tasks import TaskService
 from temporal_executor.schemas.config import Settings
+from temporal_executor.tasks.payload_encryption import encryption_codec
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +54,9 @@ def create_app(settings: Settings, tasks: TaskService, *, token: str | None) -> 
         redoc_url=None,
     )
     app.include_router(rest_router(tasks, max_body_bytes=settings.bus.max_message_bytes))
+    codec = encryption_codec(settings.temporal.encryption)
+    if codec is not None:
+        app.include_router(codec_router(codec))
 
     @app.get("/healthz", tags=["health"], summary="The process is up")
     async def healthz() -> Health:
@@ -92,7 +98,17 @@ def create_app(settings: Settings, tasks: TaskService, *, token: str | None) -> 
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_middleware(EchoExtensions, supported=frozenset({HITL_EXTENSION_URI}))
     if token is not None:
-        app.add_middleware(BearerAuth, token=token)  # outermost: before anything else runs
+        app.add_middleware(BearerAuth, token=token)
+    if codec is not None and settings.gateway.codec_cors_origins:
+        # Outermost: a browser's preflight carries no token. It only asks whether the UI's
+        # origin may call; the call itself still passes the bearer check.
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.gateway.codec_cors_origins,
+            allow_methods=["POST"],
+            allow_headers=list(CODEC_REQUEST_HEADERS),
+            allow_credentials=True,
+        )
     return app
 
 

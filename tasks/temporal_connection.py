@@ -1,15 +1,36 @@
 """Connecting to Temporal, the same way for the bridge, the worker and the CLI."""
 
 import asyncio
+import dataclasses
 import logging
 import os
+from pathlib import Path
 
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.converter import DataConverter, DefaultFailureConverterWithEncodedAttributes
+from temporalio.service import TLSConfig
 
-from temporal_executor.schemas.config import Settings, TemporalSettings
+from temporal_executor.schemas.config import Settings, TemporalSettings, TlsSettings
+from temporal_executor.tasks.payload_encryption import encryption_codec
 
 log = logging.getLogger(__name__)
+
+
+def data_converter(settings: TemporalSettings) -> DataConverter:
+    """The one converter of every client and worker: payloads are pydantic models from
+    `schemas`, encrypted when `temporal.encryption` is on (the SDK applies the codec before
+    any external storage, so a payload is encrypted before it leaves the process)."""
+    codec = encryption_codec(settings.encryption)
+    if codec is None:
+        return pydantic_data_converter
+    return dataclasses.replace(
+        pydantic_data_converter,
+        payload_codec=codec,
+        # Failure messages and stack traces move into an encoded payload too; Temporal
+        # keeps them in plain text otherwise.
+        failure_converter_class=DefaultFailureConverterWithEncodedAttributes,
+    )
 
 
 async def connect_temporal(settings: TemporalSettings) -> Client:
@@ -18,10 +39,25 @@ async def connect_temporal(settings: TemporalSettings) -> Client:
         settings.host_port,
         namespace=settings.namespace,
         api_key=api_key,
-        tls=settings.tls or bool(api_key),
-        # Every payload is a pydantic model from `schemas`.
-        data_converter=pydantic_data_converter,
+        tls=tls_config(settings.tls) or bool(api_key),
+        data_converter=data_converter(settings),
     )
+
+
+def tls_config(tls: bool | TlsSettings) -> TLSConfig | bool:
+    """What `Client.connect(tls=...)` takes: off, the system's CAs, or the configured files."""
+    if isinstance(tls, bool):
+        return tls
+    return TLSConfig(
+        server_root_ca_cert=_read(tls.ca_file),
+        domain=tls.server_name,
+        client_cert=_read(tls.cert_file),
+        client_private_key=_read(tls.key_file),
+    )
+
+
+def _read(path: str | None) -> bytes | None:
+    return None if path is None else Path(path).read_bytes()
 
 
 async def connect_with_retry(settings: Settings, stop: asyncio.Event) -> Client | None:
