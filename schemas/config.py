@@ -131,6 +131,9 @@ class KafkaSettings(StrictModel):
         if self.tls != TlsSettings() and not protocol.endswith("SSL"):
             msg = f"bus.kafka.tls is set but security_protocol {protocol} does not use TLS"
             raise ValueError(msg)
+        if self.tls.server_name is not None:
+            msg = "bus.kafka.tls.server_name: Kafka clients check the broker's advertised name"
+            raise ValueError(msg)
         if (self.sasl_mechanism is not None) != protocol.startswith("SASL_"):
             msg = f"bus.kafka: security_protocol {protocol} and sasl_mechanism go together"
             raise ValueError(msg)

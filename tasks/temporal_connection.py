@@ -5,6 +5,7 @@ import dataclasses
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
@@ -34,14 +35,28 @@ def data_converter(settings: TemporalSettings) -> DataConverter:
 
 
 async def connect_temporal(settings: TemporalSettings) -> Client:
-    api_key = os.environ.get(settings.api_key_env) if settings.api_key_env else None
-    return await Client.connect(
-        settings.host_port,
-        namespace=settings.namespace,
-        api_key=api_key,
-        tls=tls_config(settings.tls) or bool(api_key),
-        data_converter=data_converter(settings),
-    )
+    return await Client.connect(settings.host_port, **connect_options(settings))
+
+
+def connect_options(settings: TemporalSettings) -> dict[str, Any]:
+    """`Client.connect`'s arguments but the address: namespace, credentials, converter."""
+    api_key = None
+    if settings.api_key_env is not None:
+        api_key = os.environ.get(settings.api_key_env)
+        if not api_key:
+            msg = f"temporal.api_key_env names {settings.api_key_env!r}, which is not set"
+            raise TemporalConfigError(msg)
+    return {
+        "namespace": settings.namespace,
+        "api_key": api_key,
+        # An API key travels only over TLS (Temporal Cloud refuses it otherwise).
+        "tls": tls_config(settings.tls) or api_key is not None,
+        "data_converter": data_converter(settings),
+    }
+
+
+class TemporalConfigError(Exception):
+    """The Temporal connection settings cannot work (a credential or a file is missing)."""
 
 
 def tls_config(tls: bool | TlsSettings) -> TLSConfig | bool:
@@ -57,7 +72,13 @@ def tls_config(tls: bool | TlsSettings) -> TLSConfig | bool:
 
 
 def _read(path: str | None) -> bytes | None:
-    return None if path is None else Path(path).read_bytes()
+    if path is None:
+        return None
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        msg = f"temporal.tls: cannot read {path}: {exc}"
+        raise TemporalConfigError(msg) from exc
 
 
 async def connect_with_retry(settings: Settings, stop: asyncio.Event) -> Client | None:

@@ -16,11 +16,11 @@ from typing import Any, TypeVar
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError
-from aiokafka.helpers import create_ssl_context
 
 from temporal_executor.bus._common import InFlight, check_size, connecting, dead_letter_headers
+from temporal_executor.bus._tls import ssl_context
 from temporal_executor.bus.codec import decode_kafka, encode_kafka
-from temporal_executor.bus.errors import TransportError
+from temporal_executor.bus.errors import TransportConfigError, TransportError
 from temporal_executor.bus.kafka.consumer import KafkaConsumerLoop, KafkaDelivery
 from temporal_executor.bus.kafka.watch import KafkaWatch
 from temporal_executor.bus.transport import Delivery, InboundMessage, MessageTooLarge, Watch
@@ -93,7 +93,7 @@ class KafkaTransport:
             "security_protocol": kafka.security_protocol,
         }
         if kafka.security_protocol in ("SSL", "SASL_SSL"):
-            kwargs["ssl_context"] = create_ssl_context()
+            kwargs["ssl_context"] = ssl_context(kafka.tls, "bus.kafka.tls")
         if kafka.sasl_mechanism is not None:
             kwargs["sasl_mechanism"] = kafka.sasl_mechanism
             kwargs["sasl_plain_username"] = _env(kafka.sasl_username_env, "sasl_username_env")
@@ -257,11 +257,11 @@ class KafkaTransport:
 def _env(name: str | None, key: str) -> str:
     if name is None:
         msg = f"bus.kafka.sasl_mechanism is set but bus.kafka.{key} is not"
-        raise TransportError(msg)
+        raise TransportConfigError(msg)
     value = os.environ.get(name)
     if value is None:
         msg = f"bus.kafka.{key} names {name!r}, which is not set in the environment"
-        raise TransportError(msg)
+        raise TransportConfigError(msg)
     return value
 
 
