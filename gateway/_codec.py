@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse
 from google.protobuf import json_format
 from temporalio.api.common.v1 import Payload, Payloads
 
-from temporal_executor.gateway._errors import InvalidRequest, PayloadTooLarge
+from temporal_executor.gateway._errors import InvalidCodecRequest, PayloadTooLarge
 from temporal_executor.tasks.payload_encryption import EncryptionCodec, EncryptionError
 
 CODEC_PATH = "/codec"
@@ -38,7 +38,7 @@ def codec_router(codec: EncryptionCodec, *, max_body_bytes: int = MAX_BODY_BYTES
         try:
             return _answer(await codec.decode(payloads))
         except EncryptionError as exc:
-            raise InvalidRequest(str(exc)) from exc
+            raise InvalidCodecRequest(str(exc)) from exc
 
     return router
 
@@ -52,7 +52,7 @@ async def _payloads(request: Request, max_body_bytes: int) -> list[Payload]:
         return list(json_format.Parse(body, Payloads()).payloads)
     except json_format.ParseError as exc:
         msg = f'expected {{"payloads": [...]}} of Temporal payloads in JSON: {exc}'
-        raise InvalidRequest(msg) from exc
+        raise InvalidCodecRequest(msg) from exc
 
 
 def _answer(payloads: list[Payload]) -> JSONResponse:
