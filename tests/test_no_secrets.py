@@ -292,7 +292,7 @@ def test_redaction_shapes_and_known_values() -> None:
         "token ya29.a0AfB_byC1234567 google AIza"
         + "B"
         * 35
-        + " jwt eyJhbGciOi.eyJzdWIiOi.c2lnbmF0dXJl "
+        + " jwt eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJl "
         "known d29ya2VyOnMzY3JldC12YWx1ZQ short"
     )
     assert redact(text) == (
