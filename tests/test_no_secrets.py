@@ -79,7 +79,7 @@ class Capture(logging.Handler):
     lines: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        super().__init__(logging.DEBUG)
+        super().__init__(logging.INFO)
         self.setFormatter(JsonFormatter())
 
     def emit(self, record: logging.LogRecord) -> None:
@@ -104,7 +104,7 @@ def captured_logs() -> Iterator[Capture]:
     root = logging.getLogger()
     level = root.level
     root.addHandler(capture)
-    root.setLevel(logging.DEBUG)
+    root.setLevel(logging.INFO)
     try:
         yield capture
     finally:
@@ -198,10 +198,10 @@ async def world(
                 await mcp_http.stop()
 
 
-async def run(world: World, provider: str, model: str) -> str:
+async def run(world: World, provider: str, model: str, **fields: Any) -> str:
     task_id = new_task_id(provider.removeprefix("p-"))
     await world.service.producers["nats"].request(
-        task_id, model_config={"provider": provider, "model": model}, tools=[]
+        task_id, model_config={"provider": provider, "model": model}, **fields
     )
     await world.service.watchers["nats"].wait_for_end(task_id)
     return task_id
@@ -232,8 +232,8 @@ def leaked(haystack: str) -> list[str]:
 async def test_no_provider_credential_leaves_the_process(world: World, kind: str) -> None:
     server = world.servers[kind]
     server.enqueue(text("all good"), quote_the_credential)
-    ok = await run(world, f"p-{kind}", MODELS[kind])
-    refused = await run(world, f"p-{kind}", MODELS[kind])
+    ok = await run(world, f"p-{kind}", MODELS[kind], tools=[])
+    refused = await run(world, f"p-{kind}", MODELS[kind], tools=[])
     events = world.service.watchers["nats"]
     assert events.events(ok)[-1].type == EventType.EXECUTION_COMPLETED
     failed = events.events(refused)[-1]
