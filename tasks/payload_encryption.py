@@ -45,10 +45,6 @@ class EncryptionCodec(PayloadCodec):
         self._key_id = keys[0][0]
         self._encrypting = self._ciphers[self._key_id]
 
-    @property
-    def key_id(self) -> str:
-        return self._key_id
-
     async def encode(self, payloads: Sequence[Payload]) -> list[Payload]:
         return [self.encrypt(p) for p in payloads]
 
