@@ -18,6 +18,7 @@ from temporalio.client import Client, WorkflowHistory
 from temporalio.converter import DefaultFailureConverterWithEncodedAttributes
 
 from temporal_executor.dev.embedded_stack import EmbeddedStack
+from temporal_executor.dev.stack import DevPorts, ui_args
 from temporal_executor.gateway import GatewayServer
 from temporal_executor.schemas.config import (
     EncryptionKeySettings,
@@ -119,6 +120,18 @@ async def test_codec_round_trip_and_rotation() -> None:
     relabelled.metadata[KEY_ID_METADATA] = b"k2"
     with pytest.raises(EncryptionError, match="does not decrypt"):
         await rotated.decode([relabelled])
+
+
+def test_dev_points_the_ui_at_the_codec_endpoint() -> None:
+    settings = Settings()
+    assert ui_args(settings, DevPorts(ui=18233)) == ["--ui-port", "18233"]
+    settings.temporal.encryption = PayloadEncryptionSettings(
+        enabled=True, keys=[EncryptionKeySettings(id="k", env=KEY_ENV)]
+    )
+    assert ui_args(settings, DevPorts(gateway=18080))[2:] == [
+        "--ui-codec-endpoint",
+        "http://127.0.0.1:18080/codec",
+    ]
 
 
 def test_converter_is_plain_pydantic_when_off() -> None:
