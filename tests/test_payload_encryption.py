@@ -278,7 +278,7 @@ async def codec_gateway(encrypted: ServiceHarness) -> AsyncIterator[httpx.AsyncC
 async def test_codec_endpoint_decodes_history_for_authorised_callers(
     codec_gateway: httpx.AsyncClient, encrypted_task: tuple[str, str, WorkflowHistory]
 ) -> None:
-    _, message, history = encrypted_task
+    task_id, message, history = encrypted_task
     body = {"payloads": encrypted_payloads(history)}
     refused = await codec_gateway.post("/codec/decode", json=body)
     assert refused.status_code == 401
@@ -290,6 +290,10 @@ async def test_codec_endpoint_decodes_history_for_authorised_callers(
     text = b"".join(base64.b64decode(p.get("data", "")) for p in decoded)
     assert message.encode() in text
     assert all(p["metadata"]["encoding"] != base64.b64encode(ENCODING).decode() for p in decoded)
+    # The gateway's own client reads the encrypted task as any other.
+    status = await codec_gateway.get(f"/api/v1/status/{task_id}", headers=auth)
+    assert status.status_code == 200, status.text
+    assert status.json()["final_message"] == f"the plan: {message}"
 
 
 async def test_codec_endpoint_round_trip_cors_and_errors(
