@@ -29,6 +29,7 @@ from temporal_executor.worker.llm._http_errors import error_for_status, unreacha
 from temporal_executor.worker.llm._provider_settings import (
     api_key_from_env,
     check_model,
+    optional_max_tokens,
     provider_label,
     secret_from_env,
 )
@@ -53,11 +54,7 @@ class OpenAIProvider:
     async def complete(self, call: LlmCallInput) -> LlmCallResult:
         selection = call.selection
         check_model(self._settings, selection.model)
-        max_tokens = selection.max_tokens
-        # OpenAI needs no limit, and one too low starves reasoning models; so config's
-        # default applies only when config sets it explicitly.
-        if max_tokens is None and "default_max_tokens" in self._settings.model_fields_set:
-            max_tokens = self._settings.default_max_tokens
+        max_tokens = optional_max_tokens(self._settings, selection)
         tools: list[ChatCompletionFunctionToolParam] = [
             {
                 "type": "function",
