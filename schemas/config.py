@@ -156,6 +156,9 @@ class ExecutorSettings(StrictModel):
     approve_on_timeout: bool = False
     llm_timeout_seconds: float = Field(default=120, gt=0)
     llm_max_attempts: int = Field(default=5, ge=1)
+    # An LLM call heartbeats while it waits for the model: a worker that dies mid-call is
+    # noticed after this long (not llm_timeout_seconds) and the call retried elsewhere.
+    llm_heartbeat_timeout_seconds: float = Field(default=10, ge=1)
     tool_timeout_seconds: float = Field(default=60, gt=0)
     tool_max_attempts: int = Field(default=3, ge=1)
     publish_timeout_seconds: float = Field(default=15, gt=0)
@@ -163,6 +166,12 @@ class ExecutorSettings(StrictModel):
     max_result_bytes: int = Field(default=256 * 1024, ge=1024, le=1_500_000)
     # A task continues as new once its history has this many events, keeping its messages.
     continue_as_new_after_events: int = Field(default=10_000, ge=100)
+
+
+class WorkerSettings(StrictModel):
+    # On SIGTERM the worker stops polling and gives running activities this long to finish;
+    # then it cancels them and reports them failed, so Temporal retries them elsewhere at once.
+    graceful_shutdown_seconds: float = Field(default=10, ge=0)
 
 
 ProviderKind = Literal[
@@ -388,6 +397,7 @@ class Settings(StrictModel):
     bridge: BridgeSettings = Field(default_factory=BridgeSettings)
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
     executor: ExecutorSettings = Field(default_factory=ExecutorSettings)
+    worker: WorkerSettings = Field(default_factory=WorkerSettings)
     llm: LlmSettings = Field(default_factory=LlmSettings)
     tools: list[ToolSettings] = Field(default_factory=_default_tools)
     mcp_servers: Annotated[list[McpServerSettings], AfterValidator(_unique_mcp_names)] = Field(
