@@ -70,7 +70,7 @@ def build_worker(client: Client, settings: Settings, activities: AgentActivities
 
 
 async def run_worker(settings: Settings, stop: asyncio.Event, client: Client | None = None) -> None:
-    client = client or await connect_temporal(settings.temporal)
+    client = client or await connect_temporal(settings)
     async with _mcp_servers(settings) as servers:
         activities, publisher, providers = build_activities(settings, servers)
         worker = build_worker(client, settings, activities)
