@@ -12,45 +12,52 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.converter import DataConverter, DefaultFailureConverterWithEncodedAttributes
 from temporalio.service import TLSConfig
 
-from temporal_executor.schemas.config import Settings, TemporalSettings, TlsSettings
+from temporal_executor.schemas.config import Settings, TlsSettings
 from temporal_executor.tasks.payload_encryption import encryption_codec
+from temporal_executor.tasks.payload_storage import external_storage
 
 log = logging.getLogger(__name__)
 
 
-def data_converter(settings: TemporalSettings) -> DataConverter:
-    """The one converter of every client and worker: payloads are pydantic models from
-    `schemas`, encrypted when `temporal.encryption` is on (the SDK applies the codec before
-    any external storage, so a payload is encrypted before it leaves the process)."""
-    codec = encryption_codec(settings.encryption)
-    if codec is None:
-        return pydantic_data_converter
+def data_converter(settings: Settings) -> DataConverter:
+    """How every process of the project turns values into Temporal payloads and back: the
+    one place to extend. Payloads are pydantic models from `schemas`; with
+    `temporal.encryption` on they are encrypted, and failure messages and stack traces move
+    into an encrypted payload too (Temporal keeps them in plain text otherwise). The SDK
+    runs the codec before External Storage, so a payload is encrypted before it leaves the
+    process."""
+    codec = encryption_codec(settings.temporal.encryption)
+    encrypted: dict[str, Any] = {}
+    if codec is not None:
+        encrypted = {
+            "payload_codec": codec,
+            "failure_converter_class": DefaultFailureConverterWithEncodedAttributes,
+        }
     return dataclasses.replace(
         pydantic_data_converter,
-        payload_codec=codec,
-        # Failure messages and stack traces move into an encoded payload too; Temporal
-        # keeps them in plain text otherwise.
-        failure_converter_class=DefaultFailureConverterWithEncodedAttributes,
+        external_storage=external_storage(settings.payload_storage),
+        **encrypted,
     )
 
 
-async def connect_temporal(settings: TemporalSettings) -> Client:
-    return await Client.connect(settings.host_port, **connect_options(settings))
+async def connect_temporal(settings: Settings) -> Client:
+    return await Client.connect(settings.temporal.host_port, **connect_options(settings))
 
 
-def connect_options(settings: TemporalSettings) -> dict[str, Any]:
+def connect_options(settings: Settings) -> dict[str, Any]:
     """`Client.connect`'s arguments but the address: namespace, credentials, converter."""
+    temporal = settings.temporal
     api_key = None
-    if settings.api_key_env is not None:
-        api_key = os.environ.get(settings.api_key_env)
+    if temporal.api_key_env is not None:
+        api_key = os.environ.get(temporal.api_key_env)
         if not api_key:
-            msg = f"temporal.api_key_env names {settings.api_key_env!r}, which is not set"
+            msg = f"temporal.api_key_env names {temporal.api_key_env!r}, which is not set"
             raise TemporalConfigError(msg)
     return {
-        "namespace": settings.namespace,
+        "namespace": temporal.namespace,
         "api_key": api_key,
         # An API key travels only over TLS (Temporal Cloud refuses it otherwise).
-        "tls": tls_config(settings.tls) or api_key is not None,
+        "tls": tls_config(temporal.tls) or api_key is not None,
         "data_converter": data_converter(settings),
     }
 
@@ -86,7 +93,7 @@ async def connect_with_retry(settings: Settings, stop: asyncio.Event) -> Client 
     delay = settings.bridge.retry_initial_seconds
     while not stop.is_set():
         try:
-            return await connect_temporal(settings.temporal)
+            return await connect_temporal(settings)
         except RuntimeError as exc:  # the SDK's connection failure
             log.warning(
                 "Temporal unreachable; retrying",

@@ -30,8 +30,11 @@ ALLOWED: dict[str, frozenset[str]] = {
     "schemas": frozenset(),
     "bus": frozenset({"schemas"}),
     # The Temporal connection helpers stand beside the bus: the worker uses them too.
-    # Its payload encryption codec (used by the gateway's codec endpoint too) with it.
-    "tasks.temporal_connection": frozenset({"schemas", "tasks.payload_encryption"}),
+    # With them, what their data converter is made of: payload storage and encryption.
+    "tasks.temporal_connection": frozenset(
+        {"schemas", "tasks.payload_storage", "tasks.payload_encryption"}
+    ),
+    "tasks.payload_storage": frozenset({"schemas"}),
     "tasks.payload_encryption": frozenset({"schemas"}),
     "tasks": frozenset({"schemas", "bus"}),
     "bridge": frozenset({"schemas", "bus", "tasks"}),

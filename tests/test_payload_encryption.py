@@ -136,12 +136,12 @@ def test_dev_points_the_ui_at_the_codec_endpoint() -> None:
 
 def test_converter_is_plain_pydantic_when_off() -> None:
     settings = Settings()
-    assert data_converter(settings.temporal).payload_codec is None
+    assert data_converter(settings).payload_codec is None
     settings.temporal.encryption = PayloadEncryptionSettings(
         enabled=True, keys=[EncryptionKeySettings(id="k", env=KEY_ENV)]
     )
     with pytest.raises(EncryptionError, match="is not set"):
-        data_converter(settings.temporal)  # a missing key stops the process at start
+        data_converter(settings)  # a missing key stops the process at start
 
 
 # -- a task on the real servers ------------------------------------------------------------
@@ -176,7 +176,7 @@ async def encrypted(
     scripted.scripts[FLAKY_MODEL] = [
         ScriptedTurn(error="unavailable", error_attempts=1, text="the plan: {user_message}")
     ]
-    client = await connect_temporal(settings.temporal)
+    client = await connect_temporal(settings)
     assert client.data_converter.failure_converter_class is (
         DefaultFailureConverterWithEncodedAttributes
     )

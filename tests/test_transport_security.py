@@ -9,6 +9,7 @@ import ssl
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaProducer
@@ -25,6 +26,7 @@ from temporal_executor.schemas.config import (
     BusSettings,
     KafkaSettings,
     NatsSettings,
+    Settings,
     TemporalSettings,
     TlsSettings,
 )
@@ -189,7 +191,7 @@ async def secured_service(
     )
     from temporal_executor.tasks.temporal_connection import connect_temporal
 
-    harness = ServiceHarness(settings, await connect_temporal(settings.temporal))
+    harness = ServiceHarness(settings, await connect_temporal(settings))
     await harness.start()
     yield harness
     await harness.stop()
@@ -296,21 +298,21 @@ async def test_kafka_ssl_and_sasl_reach_the_client(
         KafkaSettings(security_protocol="SSL", tls=TlsSettings(server_name="k"))
 
 
+def temporal_options(**temporal: Any) -> dict[str, Any]:
+    return temporal_connect_options(Settings(temporal=TemporalSettings.model_validate(temporal)))
+
+
 def test_temporal_mtls_and_api_key_reach_the_client(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     certs = make_certs(tmp_path, "temporal")
-    settings = TemporalSettings(
-        host_port="temporal.internal:7233",
-        namespace="prod",
-        tls=TlsSettings(
-            ca_file=str(certs.ca),
-            cert_file=str(certs.client_cert),
-            key_file=str(certs.client_key),
-            server_name="temporal.internal",
-        ),
+    tls = TlsSettings(
+        ca_file=str(certs.ca),
+        cert_file=str(certs.client_cert),
+        key_file=str(certs.client_key),
+        server_name="temporal.internal",
     )
-    options = temporal_connect_options(settings)
+    options = temporal_options(host_port="temporal.internal:7233", namespace="prod", tls=tls)
     assert options["namespace"] == "prod"
     assert options["api_key"] is None
     assert options["tls"] == TLSConfig(
@@ -320,10 +322,10 @@ def test_temporal_mtls_and_api_key_reach_the_client(
         client_private_key=certs.client_key.read_bytes(),
     )
     monkeypatch.setenv("TE_TEST_TEMPORAL_KEY", "tk-123")
-    cloud = temporal_connect_options(TemporalSettings(api_key_env="TE_TEST_TEMPORAL_KEY"))
+    cloud = temporal_options(api_key_env="TE_TEST_TEMPORAL_KEY")
     assert (cloud["api_key"], cloud["tls"]) == ("tk-123", True)  # an API key only over TLS
-    assert temporal_connect_options(TemporalSettings(tls=True))["tls"] is True
+    assert temporal_options(tls=True)["tls"] is True
     with pytest.raises(TemporalConfigError, match="TE_UNSET_VAR"):
-        temporal_connect_options(TemporalSettings(api_key_env="TE_UNSET_VAR"))
+        temporal_options(api_key_env="TE_UNSET_VAR")
     with pytest.raises(TemporalConfigError, match="cannot read"):
-        temporal_connect_options(TemporalSettings(tls=TlsSettings(ca_file=str(tmp_path / "x"))))
+        temporal_options(tls=TlsSettings(ca_file=str(tmp_path / "x")))
