@@ -22,7 +22,9 @@ from temporal_executor.dev.stack import DevPorts, ui_args
 from temporal_executor.gateway import GatewayServer
 from temporal_executor.schemas.config import (
     EncryptionKeySettings,
+    LocalPayloadStore,
     PayloadEncryptionSettings,
+    PayloadStorageSettings,
     ScriptedTurn,
     Settings,
 )
@@ -329,3 +331,45 @@ async def test_codec_endpoint_round_trip_cors_and_errors(
         "/codec/encode", content=b" " * (8 * 1024 * 1024 + 1), headers=auth
     )
     assert huge.status_code == 413
+
+
+# -- with External Storage: encrypted before it leaves the process -------------------------
+
+
+@pytest.fixture(scope="module")
+async def encrypted_and_stored(
+    embedded_stack: EmbeddedStack, tmp_path_factory: pytest.TempPathFactory, key_env: str
+) -> AsyncIterator[tuple[ServiceHarness, Path]]:
+    tmp = tmp_path_factory.mktemp("encrypted-stored")
+    settings = service_settings(embedded_stack, tmp)
+    settings.bus.default = "nats"
+    settings.temporal.encryption = PayloadEncryptionSettings(
+        enabled=True, keys=[EncryptionKeySettings(id="k2", env=key_env)]
+    )
+    store = tmp / "payloads"
+    settings.payload_storage = PayloadStorageSettings(
+        store="local", threshold_bytes=1024, local=LocalPayloadStore(directory=str(store))
+    )
+    harness = ServiceHarness(settings, await connect_temporal(settings))
+    await harness.start()
+    yield harness, store
+    await harness.stop()
+
+
+async def test_stored_payloads_are_encrypted_first(
+    encrypted_and_stored: tuple[ServiceHarness, Path], temporal_client: Client
+) -> None:
+    service, store = encrypted_and_stored
+    task_id = new_task_id("stored")
+    secret = uuid.uuid4().hex
+    message = f"the vault code is {secret}; " * 100  # over the 1 KiB threshold
+    await service.producers["nats"].request(task_id, user_message=message)
+    events = await service.watchers["nats"].wait_for_end(task_id)
+    assert events[-1].type == EventType.EXECUTION_COMPLETED
+    assert isinstance(events[-1].data, dict)
+    assert events[-1].data["final_message"] == f"done: {message}"
+    stored = [path.read_bytes() for path in store.rglob("*") if path.is_file()]
+    assert stored, "large payloads went to the store"
+    assert not any(secret.encode() in blob for blob in stored)
+    history = await temporal_client.get_workflow_handle(workflow_id_for(task_id)).fetch_history()
+    assert secret not in history.to_json()
