@@ -31,6 +31,7 @@ from tests.fakes.llm_servers import (
     FakeOpenAIServer,
     FakeVertexAnthropicServer,
     RecordedRequest,
+    Reply,
     http_error,
     text,
 )
@@ -66,8 +67,12 @@ PROVIDER_KINDS = tuple(MODELS)
 CREDENTIAL_HEADERS = ("authorization", "x-api-key", "api-key")
 
 
-def quote_the_credential(request: RecordedRequest) -> ErrorReply:
-    """A provider error that repeats what the caller sent, as some APIs and proxies do."""
+def reply(request: RecordedRequest) -> Reply | ErrorReply:
+    """An answer, or for a task named `refuse-*` an error that repeats the credentials the
+    caller sent, as some APIs and proxies do. By the request, not by order: a retried
+    attempt gets the same reply."""
+    if "hello from refuse-" not in json.dumps(request.body):
+        return text("all good")
     sent = next(filter(None, (request.header(h) for h in CREDENTIAL_HEADERS)), "")
     return http_error(400, f"malformed request; credentials sent: {sent}")
 
@@ -198,8 +203,10 @@ async def world(
                 await mcp_http.stop()
 
 
-async def run(world: World, provider: str, model: str, **fields: Any) -> str:
-    task_id = new_task_id(provider.removeprefix("p-"))
+async def run(
+    world: World, provider: str, model: str, *, prefix: str | None = None, **fields: Any
+) -> str:
+    task_id = new_task_id(prefix or provider.removeprefix("p-"))
     await world.service.producers["nats"].request(
         task_id, model_config={"provider": provider, "model": model}, **fields
     )
@@ -231,11 +238,11 @@ def leaked(haystack: str) -> list[str]:
 @pytest.mark.parametrize("kind", PROVIDER_KINDS)
 async def test_no_provider_credential_leaves_the_process(world: World, kind: str) -> None:
     server = world.servers[kind]
-    server.enqueue(text("all good"), quote_the_credential)
+    server.default = reply
     ok = await run(world, f"p-{kind}", MODELS[kind], tools=[])
-    refused = await run(world, f"p-{kind}", MODELS[kind], tools=[])
+    refused = await run(world, f"p-{kind}", MODELS[kind], prefix="refuse", tools=[])
     events = world.service.watchers["nats"]
-    assert events.events(ok)[-1].type == EventType.EXECUTION_COMPLETED
+    assert events.events(ok)[-1].type == EventType.EXECUTION_COMPLETED, events.events(ok)[-1].data
     failed = events.events(refused)[-1]
     assert failed.type == EventType.EXECUTION_FAILED
     assert isinstance(failed.data, dict)
