@@ -148,6 +148,10 @@ class TaskPlan(BaseModel):
     tool_max_attempts: int
     publish_timeout_seconds: float
     continue_as_new_after_events: int
+    # What the workflow checks its LLM call input and continue-as-new input against, to
+    # fail with `payload_too_large` rather than have Temporal refuse the command forever.
+    # None (plans of tasks started before the check): not checked.
+    max_payload_bytes: int | None = None
     # A problem with the request that config reveals (an unknown tool): fail the task.
     error: ErrorInfo | None = None
 
