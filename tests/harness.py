@@ -41,10 +41,10 @@ SCRIPTS: dict[str, list[dict[str, Any]]] = {
         },
         {"text": "note result: {last_tool_result}"},
     ],
-    "bad-arguments": [
-        {"tool_calls": [{"name": "calculator", "arguments": {"formula": "1 + 1"}}]},
-        {"text": "unreachable"},
-    ],
+    # Makes the same mistake until the task fails (`executor.max_tool_errors`, 3).
+    "bad-arguments": [{"tool_calls": [{"name": "calculator", "arguments": {"formula": "1 + 1"}}]}]
+    * 3
+    + [{"text": "unreachable"}],
     "endless-tools": [
         {"tool_calls": [{"name": "calculator", "arguments": {"expression": "1 + 1"}}]}
     ]
@@ -172,6 +172,19 @@ class BusWatcher:
                 if found:
                     return found[0]
                 await self._changed.wait()
+
+    async def wait_until(
+        self,
+        task_id: str,
+        condition: Callable[[list[CloudEvent]], bool],
+        *,
+        timeout: float = EVENT_TIMEOUT,
+    ) -> list[CloudEvent]:
+        """The task's events, once they meet `condition`."""
+        async with asyncio.timeout(timeout), self._changed:
+            while not condition(self.events(task_id)):
+                await self._changed.wait()
+        return self.events(task_id)
 
     async def wait_for_end(
         self, task_id: str, *, timeout: float = EVENT_TIMEOUT
@@ -311,6 +324,29 @@ def new_task_id(prefix: str = "task") -> str:
 
 def types(events: list[CloudEvent]) -> list[str]:
     return [e.type for e in events]
+
+
+def data(event: CloudEvent) -> dict[str, Any]:
+    """The data of an event of ours: always a JSON object."""
+    assert isinstance(event.data, dict)
+    return event.data
+
+
+# The event types of a task whose model calls one tool and then answers.
+ONE_TOOL_CALL = [
+    EventType.EXECUTION_STARTED,
+    EventType.LLM_RESPONDED,
+    EventType.TOOL_COMPLETED,
+    EventType.LLM_RESPONDED,
+    EventType.EXECUTION_COMPLETED,
+]
+# The same when that call needs an approval, and gets it.
+ONE_APPROVED_TOOL_CALL = [
+    *ONE_TOOL_CALL[:2],
+    EventType.APPROVAL_REQUESTED,
+    EventType.APPROVAL_RESOLVED,
+    *ONE_TOOL_CALL[2:],
+]
 
 
 class ServiceProcess:

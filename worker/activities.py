@@ -126,6 +126,11 @@ class AgentActivities(AgentActivityDeclarations):
             publish_timeout_seconds=executor.publish_timeout_seconds,
             continue_as_new_after_events=executor.continue_as_new_after_events,
             max_payload_bytes=self._max_payload_bytes,
+            max_tool_errors=min(
+                request.max_tool_errors or executor.max_tool_errors, executor.max_tool_errors
+            ),
+            max_parallel_tools=executor.max_parallel_tools,
+            max_total_tokens=request.max_total_tokens or executor.max_total_tokens,
             error=error,
         )
 
@@ -147,7 +152,7 @@ class AgentActivities(AgentActivityDeclarations):
     async def run_tool(self, call: ToolCallInput) -> ToolCallResult:
         tool = self._tools.get(call.tool_call.name)
         if tool is None:
-            msg = f"the model called tool {call.tool_call.name!r}, which this task does not offer"
+            msg = f"tool {call.tool_call.name!r} is not available on this worker"
             raise ApplicationError(msg, type="unknown_tool", non_retryable=True)
         try:
             value: Any = await _heartbeating(tool(call.tool_call.arguments))
