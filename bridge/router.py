@@ -1,7 +1,8 @@
 """Routes one inbound CloudEvent by type to what it asks of Temporal.
 
 `handle` either completes (the message may be acknowledged), dead-letters the message
-with its reason (then it may be acknowledged), or raises `RetryLater` (keep it).
+with its reason (then it may be acknowledged), or raises `RetryLater` (keep it). It
+returns what it did, the outcome the metrics count (`Outcome`).
 """
 
 import logging
@@ -28,6 +29,18 @@ log = logging.getLogger(__name__)
 M = TypeVar("M", bound=BaseModel)
 
 
+class Outcome:
+    """What handling a message did (the `outcome` label of the consumed-messages metric)."""
+
+    STARTED = "started"
+    DUPLICATE = "duplicate"
+    CANCELLED = "cancelled"
+    APPROVAL_APPLIED = "approval_applied"
+    APPROVAL_IGNORED = "approval_ignored"
+    DEAD_LETTERED = "dead_lettered"
+    RETRIED = "retried"
+
+
 class Router:
     def __init__(self, gateway: TemporalGateway, settings: Settings) -> None:
         self._gateway = gateway
@@ -36,9 +49,10 @@ class Router:
         self._announce_started = settings.bridge.announce_started
         self._source = settings.bus.source
 
-    async def handle(self, transport: Transport, message: InboundMessage) -> None:
+    async def handle(self, transport: Transport, message: InboundMessage) -> tuple[str, str]:
+        """Handle `message`; returns the outcome and, for a dead letter, its reason."""
         try:
-            await self._route(transport, message)
+            return await self._route(transport, message), ""
         except DeadLetter as dead:
             log.warning(
                 "dead-lettering message",
@@ -51,29 +65,30 @@ class Router:
                 },
             )
             await transport.dead_letter(message, dead.reason, dead.detail)
+            return Outcome.DEAD_LETTERED, dead.reason
 
-    async def _route(self, transport: Transport, message: InboundMessage) -> None:
+    async def _route(self, transport: Transport, message: InboundMessage) -> str:
         if len(message.value) > self._max_bytes:
             detail = f"{len(message.value)} bytes exceeds the {self._max_bytes}-byte limit"
             raise DeadLetter(DeadLetterReason.TOO_LARGE, detail)
         event = transport.decode(message)
         if event.type == EventType.EXECUTION_REQUESTED:
-            await self._start(transport, event)
-        elif event.type == EventType.CANCEL_REQUESTED:
+            return await self._start(transport, event)
+        if event.type == EventType.CANCEL_REQUESTED:
             cancel = _validated(CancelRequested, event.data, event)
             await self._gateway.cancel_task(cancel.task_id, cancel.reason)
             log.info("task cancel requested", extra={"task_id": cancel.task_id})
-        elif event.type == EventType.APPROVAL_REPLIED:
-            await self._resolve_approval(event)
-        else:
-            detail = (
-                f"unknown event type {event.type!r}; expected one of "
-                f"{EventType.EXECUTION_REQUESTED}, {EventType.CANCEL_REQUESTED}, "
-                f"{EventType.APPROVAL_REPLIED}"
-            )
-            raise DeadLetter(DeadLetterReason.UNKNOWN_TYPE, detail)
+            return Outcome.CANCELLED
+        if event.type == EventType.APPROVAL_REPLIED:
+            return await self._resolve_approval(event)
+        detail = (
+            f"unknown event type {event.type!r}; expected one of "
+            f"{EventType.EXECUTION_REQUESTED}, {EventType.CANCEL_REQUESTED}, "
+            f"{EventType.APPROVAL_REPLIED}"
+        )
+        raise DeadLetter(DeadLetterReason.UNKNOWN_TYPE, detail)
 
-    async def _start(self, transport: Transport, event: CloudEvent) -> None:
+    async def _start(self, transport: Transport, event: CloudEvent) -> str:
         data = event.data
         if isinstance(data, dict) and "task_id" not in data:
             # The contract: a request without task_id is the task whose id is the event's id.
@@ -92,10 +107,11 @@ class Router:
             log.info("task started", extra={"task_id": task_id, "bus": transport.bus})
             if self._announce_started:
                 await announce_started(transport, task, self._source)
-        else:
-            log.info("duplicate request ignored: task exists", extra={"task_id": task_id})
+            return Outcome.STARTED
+        log.info("duplicate request ignored: task exists", extra={"task_id": task_id})
+        return Outcome.DUPLICATE
 
-    async def _resolve_approval(self, event: CloudEvent) -> None:
+    async def _resolve_approval(self, event: CloudEvent) -> str:
         reply = _validated(ApprovalReplied, event.data, event)
         if self._allowed_approvers and reply.approver not in self._allowed_approvers:
             detail = f"approver {reply.approver!r} is not in bridge.allowed_approvers"
@@ -119,6 +135,7 @@ class Router:
                 "detail": outcome.detail,
             },
         )
+        return Outcome.APPROVAL_APPLIED if outcome.applied else Outcome.APPROVAL_IGNORED
 
 
 def _validated(model: type[M], data: Any, event: CloudEvent) -> M:

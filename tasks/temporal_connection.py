@@ -3,11 +3,15 @@
 import asyncio
 import logging
 import os
+from datetime import timedelta
 
+from temporalio.api.workflowservice.v1 import GetSystemInfoRequest
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.service import RPCError
 
 from temporal_executor.schemas.config import Settings, TemporalSettings
+from temporal_executor.telemetry.tracing import temporal_interceptors
 
 log = logging.getLogger(__name__)
 
@@ -21,7 +25,21 @@ async def connect_temporal(settings: TemporalSettings) -> Client:
         tls=settings.tls or bool(api_key),
         # Every payload is a pydantic model from `schemas`.
         data_converter=pydantic_data_converter,
+        # With tracing on: spans for starts, updates, workflows and activities, and the
+        # trace context carried through Temporal (a worker gets it from this client too).
+        interceptors=temporal_interceptors(),
     )
+
+
+async def temporal_problem(client: Client, host_port: str, seconds: float = 2.0) -> str | None:
+    """None when Temporal answers now (readiness probes); else what is wrong."""
+    try:
+        await client.workflow_service.get_system_info(
+            GetSystemInfoRequest(), retry=False, timeout=timedelta(seconds=seconds)
+        )
+    except RPCError as exc:
+        return f"Temporal at {host_port}: {exc.status.name}: {exc.message}"
+    return None
 
 
 async def connect_with_retry(settings: Settings, stop: asyncio.Event) -> Client | None:

@@ -4,6 +4,7 @@
 `DeadLetter` when the request can never succeed (no such task, no such approval).
 """
 
+import time
 from datetime import timedelta
 
 from temporalio.client import (
@@ -19,6 +20,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from temporal_executor.bus.errors import DeadLetter, DeadLetterReason, RetryLater
 from temporal_executor.schemas.event_types import WORKFLOW_TYPE, workflow_id_for
 from temporal_executor.schemas.task import AgentTaskInput, ApprovalDecision, ApprovalOutcome
+from temporal_executor.telemetry import metrics
 
 # Codes that mean "Temporal is not there right now", not "this request is wrong".
 _TRANSIENT_CODES = frozenset(
@@ -46,6 +48,19 @@ class TemporalGateway:
 
     async def start_task(self, task: AgentTaskInput) -> bool:
         """Start the task's workflow; False if one with its id exists or existed."""
+        began = time.perf_counter()
+        outcome = "unavailable"  # Temporal did not answer: the message will be retried
+        try:
+            started = await self._start(task)
+            outcome = "started" if started else "duplicate"
+            return started
+        except DeadLetter:
+            outcome = "refused"
+            raise
+        finally:
+            metrics.TASK_START_DURATION.labels(outcome).observe(time.perf_counter() - began)
+
+    async def _start(self, task: AgentTaskInput) -> bool:
         try:
             await self._client.start_workflow(
                 WORKFLOW_TYPE,

@@ -21,6 +21,7 @@ from aiokafka.helpers import create_ssl_context
 from temporal_executor.bus._common import InFlight, check_size, connecting, dead_letter_headers
 from temporal_executor.bus.codec import decode_kafka, encode_kafka
 from temporal_executor.bus.errors import TransportError
+from temporal_executor.bus.instrumentation import publishing
 from temporal_executor.bus.kafka.consumer import KafkaConsumerLoop, KafkaDelivery
 from temporal_executor.bus.kafka.watch import KafkaWatch
 from temporal_executor.bus.transport import Delivery, InboundMessage, MessageTooLarge, Watch
@@ -152,6 +153,16 @@ class KafkaTransport:
             raise
         return producer
 
+    async def check(self) -> str | None:
+        if self._producer is None:
+            return "not connected"
+        client = self._producer.client
+        brokers = sorted(client.cluster.brokers(), key=lambda broker: broker.nodeId)
+        for broker in brokers:
+            if await client.ready(broker.nodeId):
+                return None
+        return f"no broker of {self._kafka.bootstrap_servers} answers"
+
     # -- names -----------------------------------------------------------------------
 
     def requests_destination(self, task_id: str | None) -> str:
@@ -175,9 +186,14 @@ class KafkaTransport:
         return decode_kafka(message)
 
     async def publish(self, destination: str, event: CloudEvent, *, confirm: bool = True) -> None:
-        encoded = encode_kafka(event, self._settings.content_mode)
-        check_size(destination, encoded, self._settings.max_message_bytes)
-        await self._send(destination, encoded.key, encoded.value, encoded.headers, confirm=confirm)
+        with publishing(self, destination, event) as sending:
+            encoded = encode_kafka(sending.event, self._settings.content_mode)
+            check_size(destination, encoded, self._settings.max_message_bytes)
+            stored = await self._send(
+                destination, encoded.key, encoded.value, encoded.headers, confirm=confirm
+            )
+            if stored is not None:
+                sending.stored(stored.partition, stored.offset)
 
     async def publish_raw(
         self, destination: str, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]]
@@ -192,7 +208,8 @@ class KafkaTransport:
         headers: list[tuple[str, bytes]],
         *,
         confirm: bool,
-    ) -> None:
+    ) -> Any:
+        """The broker's record metadata (partition, offset) once stored; None unconfirmed."""
         if self._producer is None:
             msg = "KafkaTransport.start() was not called (or close() was)"
             raise TransportError(msg)
@@ -200,15 +217,15 @@ class KafkaTransport:
             # Queued in the producer's batch; the future resolves when the broker stored it.
             delivery = await self._producer.send(destination, value=value, key=key, headers=headers)
             if confirm:
-                await delivery
+                return await delivery
         except MessageSizeTooLargeError as exc:
             msg = f"Kafka rejected a {len(value)}-byte message for {destination!r}: {exc}"
             raise MessageTooLarge(msg) from exc
         except KafkaError as exc:
             msg = f"publishing to Kafka topic {destination!r} failed: {exc}"
             raise TransportError(msg) from exc
-        if not confirm:
-            delivery.add_done_callback(functools.partial(_log_if_undelivered, destination))
+        delivery.add_done_callback(functools.partial(_log_if_undelivered, destination))
+        return None
 
     async def dead_letter(self, message: InboundMessage, reason: str, error: str) -> None:
         headers = dead_letter_headers(message, reason, error)

@@ -21,6 +21,7 @@ from nats.js import JetStreamContext
 from temporal_executor.bus._common import check_size, connecting, dead_letter_headers
 from temporal_executor.bus.codec import decode_nats, encode_nats
 from temporal_executor.bus.errors import TransportError
+from temporal_executor.bus.instrumentation import publishing
 from temporal_executor.bus.nats.consumer import NatsConsumerLoops, NatsDelivery
 from temporal_executor.bus.nats.watch import NatsWatch
 from temporal_executor.bus.transport import Delivery, InboundMessage, MessageTooLarge, Watch
@@ -147,6 +148,15 @@ class NatsTransport:
                 raise TransportError(msg) from exc
             log.info("created JetStream stream %s on %s.>", name, prefix)
 
+    async def check(self) -> str | None:
+        if self._nc is None or not self._nc.is_connected:
+            return f"not connected to {self._nats.url}"
+        try:
+            await self._nc.flush(timeout=2)  # a PING answered by the server
+        except (nats.errors.Error, TimeoutError) as exc:
+            return f"{self._nats.url} does not answer: {exc!r}"
+        return None
+
     def _connection(self) -> NatsClient:
         if self._nc is None:
             msg = "NatsTransport.start() was not called"
@@ -192,9 +202,10 @@ class NatsTransport:
         return decode_nats(message)
 
     async def publish(self, destination: str, event: CloudEvent, *, confirm: bool = True) -> None:
-        encoded = encode_nats(event, self._settings.content_mode)
-        check_size(destination, encoded, self._settings.max_message_bytes)
-        await self._send(destination, encoded.value, encoded.headers, confirm=confirm)
+        with publishing(self, destination, event) as sending:
+            encoded = encode_nats(sending.event, self._settings.content_mode)
+            check_size(destination, encoded, self._settings.max_message_bytes)
+            await self._send(destination, encoded.value, encoded.headers, confirm=confirm)
 
     async def publish_raw(
         self, destination: str, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]]
