@@ -14,7 +14,7 @@ from typing import Any
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.propagate import extract, inject
-from opentelemetry.trace import Span, SpanContext
+from opentelemetry.trace import Span
 
 from temporal_executor.schemas.config import TracingSettings
 
@@ -79,10 +79,16 @@ def configure_tracing(settings: TracingSettings, service_name: str) -> bool:
         resource = resource.merge(Resource({"service.name": os.environ["OTEL_SERVICE_NAME"]}))
     provider = TracerProvider(resource=resource)
     provider.add_span_processor(BatchSpanProcessor(_exporter(name, settings)))
-    trace.set_tracer_provider(provider)
-    _state.exporting = True
+    use_tracer_provider(provider)
     log.info("tracing: exporting spans", extra={"exporter": name, "service": service_name})
     return True
+
+
+def use_tracer_provider(provider: Any) -> None:
+    """Record spans with `provider` (an SDK TracerProvider with exporters of your own, as
+    the tests give it); like an exporter in config, it turns Temporal's tracing on."""
+    trace.set_tracer_provider(provider)
+    _state.exporting = True
 
 
 def _exporter(name: str, settings: TracingSettings) -> Any:
@@ -124,28 +130,12 @@ def context_from(
     return extract(carrier)
 
 
-def parent_context(
-    traceparent: str | None, tracestate: str | None = None
-) -> otel_context.Context | None:
-    """The current span's context when there is one, else the one `traceparent` names:
-    activities run under Temporal's span; without tracing they fall back to the request's."""
-    if trace.get_current_span().get_span_context().is_valid:
-        return None  # None: the current context
-    return context_from(traceparent, tracestate)
-
-
 def current_traceparent(span: Span | None = None) -> tuple[str | None, str | None]:
     """`traceparent` and `tracestate` naming `span` (default: the current span)."""
     carrier: dict[str, str] = {}
     ctx = trace.set_span_in_context(span) if span is not None else None
     inject(carrier, context=ctx)
     return carrier.get(TRACEPARENT), carrier.get(TRACESTATE)
-
-
-def span_context_of(traceparent: str) -> SpanContext:
-    """The span context a traceparent names (invalid if it is malformed)."""
-    ctx = context_from(traceparent)
-    return trace.get_current_span(ctx).get_span_context()
 
 
 def temporal_interceptors() -> list[Any]:
