@@ -126,7 +126,8 @@ async def test_metrics_after_tasks_an_approval_and_a_dead_letter(observed: Obser
             http, observed.worker, "temporal_executor_tasks_finished_total", state="completed"
         )
         healthy = await http.get(f"{observed.bridge}/healthz")
-        assert healthy.status_code == 200 and healthy.json() == {"status": "ok"}
+        assert healthy.status_code == 200
+        assert healthy.json() == {"status": "ok"}
 
     consumed = "temporal_executor_messages_consumed_total"
     requests = {"bus": "kafka", "destination": topics.requests}

@@ -9,7 +9,6 @@ tracing interceptor on their client and spans read back from an in-memory export
 import asyncio
 import uuid
 from collections.abc import AsyncIterator, Sequence
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -81,9 +80,11 @@ async def spans_until(trace_id: str, name: str, count: int = 1) -> list[Readable
     """The trace's spans once `count` spans named `name...` ended (the last publish's span
     ends just after the event reached the bus)."""
     async with asyncio.timeout(10):
-        while len(named(in_trace(trace_id), name)) < count:
-            await asyncio.sleep(0.05)
-    return in_trace(trace_id)
+        while True:
+            spans = in_trace(trace_id)
+            if len(named(spans, name)) >= count:
+                return spans
+            await asyncio.sleep(0.05)  # spans end in the service's tasks: poll the exporter
 
 
 @pytest.mark.parametrize("bus", ["kafka", "nats"])
@@ -113,9 +114,11 @@ async def test_a_task_is_one_trace_from_request_to_every_published_event(
     # Its parent: the producer's own `send` (our transport, here in the test), which
     # continued the trace of the request's `traceparent`.
     produced = parent_of(process, spans)
-    assert produced is not None and produced.name.startswith("send ")
+    assert produced is not None
+    assert produced.name.startswith("send ")
     assert attrs(produced)["messaging.destination.name"] == requests
-    assert produced.parent is not None and f"{produced.parent.span_id:016x}" == request_span_id
+    assert produced.parent is not None
+    assert f"{produced.parent.span_id:016x}" == request_span_id
     consumed = attrs(process)
     assert consumed["messaging.system"] == bus
     assert consumed["messaging.destination.name"] == requests
@@ -200,7 +203,8 @@ async def test_an_approval_wait_is_a_span_of_the_task(traced: ServiceHarness) ->
     waited = attrs(wait)
     assert waited["temporal_executor.approval.outcome"] == "approved"
     assert waited["gen_ai.conversation.id"] == task_id
-    assert wait.end_time is not None and wait.start_time is not None
+    assert wait.end_time is not None
+    assert wait.start_time is not None
     assert wait.end_time > wait.start_time
     # Under the activity that published the approval request, in the task's trace.
     assert ancestors(wait, spans)[0].startswith("RunActivity:publish_event")
