@@ -13,7 +13,7 @@ import json
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -61,16 +61,16 @@ def _attempt() -> int:
 def llm_call(
     provider_kind: Callable[[S, str], str | None],
 ) -> Callable[
-    [Callable[[S, LlmCallInput], Awaitable[LlmCallResult]]],
-    Callable[[S, LlmCallInput], Awaitable[LlmCallResult]],
+    [Callable[[S, LlmCallInput], Coroutine[Any, Any, LlmCallResult]]],
+    Callable[[S, LlmCallInput], Coroutine[Any, Any, LlmCallResult]],
 ]:
     """Wrap an LLM call activity: a `chat {model}` span, the GenAI duration and token
     metrics, the calls counter. `provider_kind` maps a configured provider's name to its
     kind (anthropic, vertex_gemini, ...)."""
 
     def wrap(
-        call_llm: Callable[[S, LlmCallInput], Awaitable[LlmCallResult]],
-    ) -> Callable[[S, LlmCallInput], Awaitable[LlmCallResult]]:
+        call_llm: Callable[[S, LlmCallInput], Coroutine[Any, Any, LlmCallResult]],
+    ) -> Callable[[S, LlmCallInput], Coroutine[Any, Any, LlmCallResult]]:
         @functools.wraps(call_llm)
         async def observed(self: S, call: LlmCallInput) -> LlmCallResult:
             selection = call.selection
@@ -130,8 +130,8 @@ def _observe_llm(system: str, model: str, error: str, seconds: float) -> None:
 
 
 def tool_call(
-    run_tool: Callable[[S, ToolCallInput], Awaitable[R]],
-) -> Callable[[S, ToolCallInput], Awaitable[R]]:
+    run_tool: Callable[[S, ToolCallInput], Coroutine[Any, Any, R]],
+) -> Callable[[S, ToolCallInput], Coroutine[Any, Any, R]]:
     """Wrap a tool call activity: an `execute_tool {tool}` span, calls and duration."""
 
     @functools.wraps(run_tool)
