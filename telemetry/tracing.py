@@ -28,13 +28,15 @@ TRACESTATE = "tracestate"
 class _State:
     capture_content = False
     exporting = False
+    tracer: trace.Tracer | None = None
 
 
 _state = _State()
 
 
 def tracer() -> trace.Tracer:
-    return trace.get_tracer(TRACER_NAME)
+    """The tracer of the provider in use: the global one (a no-op until configured)."""
+    return _state.tracer or trace.get_tracer(TRACER_NAME)
 
 
 def capture_content() -> bool:
@@ -84,11 +86,20 @@ def configure_tracing(settings: TracingSettings, service_name: str) -> bool:
     return True
 
 
-def use_tracer_provider(provider: Any) -> None:
-    """Record spans with `provider` (an SDK TracerProvider with exporters of your own, as
-    the tests give it); like an exporter in config, it turns Temporal's tracing on."""
-    trace.set_tracer_provider(provider)
+def use_tracer_provider(provider: Any, *, set_global: bool = True) -> None:
+    """Record spans with `provider` (an SDK TracerProvider); like an exporter in config, it
+    turns Temporal's tracing on for clients connected from now on. `set_global=False`
+    leaves OpenTelemetry's global provider alone (tests: `stop_using_tracer_provider`)."""
+    if set_global:
+        trace.set_tracer_provider(provider)
+    _state.tracer = provider.get_tracer(TRACER_NAME)
     _state.exporting = True
+
+
+def stop_using_tracer_provider() -> None:
+    """Back to no spans (with `use_tracer_provider(..., set_global=False)`)."""
+    _state.tracer = None
+    _state.exporting = False
 
 
 def _exporter(name: str, settings: TracingSettings) -> Any:
@@ -146,4 +157,4 @@ def temporal_interceptors() -> list[Any]:
         return []
     from temporalio.contrib.opentelemetry import TracingInterceptor
 
-    return [TracingInterceptor()]
+    return [TracingInterceptor(tracer())]

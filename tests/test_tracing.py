@@ -35,13 +35,16 @@ async def traced(
     """A bridge and a worker whose Temporal client carries the tracing interceptor."""
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(EXPORTER))
-    tracing.use_tracer_provider(provider)
-    settings = service_settings(embedded_stack, tmp_path_factory.mktemp("notes"))
-    client = await connect_temporal(settings.temporal)  # with the interceptor, as processes do
-    harness = ServiceHarness(settings, client)
-    await harness.start()
-    yield harness
-    await harness.stop()
+    tracing.use_tracer_provider(provider, set_global=False)  # the other tests trace nothing
+    try:
+        settings = service_settings(embedded_stack, tmp_path_factory.mktemp("notes"))
+        client = await connect_temporal(settings.temporal)  # with the interceptor
+        harness = ServiceHarness(settings, client)
+        await harness.start()
+        yield harness
+        await harness.stop()
+    finally:
+        tracing.stop_using_tracer_provider()
 
 
 def new_traceparent() -> tuple[str, str, str]:
