@@ -42,7 +42,9 @@ def install_sdk_metrics() -> Runtime:
         telemetry=TelemetryConfig(
             metrics=PrometheusConfig(
                 bind_address=f"127.0.0.1:{port}",
+                # Prometheus conventions: `_total` on counters, seconds with `_seconds`.
                 counters_total_suffix=True,
+                unit_suffix=True,
                 durations_as_seconds=True,
             )
         )
