@@ -35,7 +35,7 @@ from temporal_executor.gateway._streams import TaskStreams
 from temporal_executor.schemas.config import Settings
 from temporal_executor.tasks.errors import TaskError, TemporalUnavailable
 from temporal_executor.tasks.service import TaskService
-from temporal_executor.telemetry.tracing import exporting
+from temporal_executor.telemetry.tracing import exporting, tracer_provider
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +115,9 @@ def create_app(
         # a task started under it carries the trace into its workflow and events.
         from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
-        FastAPIInstrumentor.instrument_app(app, excluded_urls="healthz,readyz,metrics")
+        FastAPIInstrumentor.instrument_app(
+            app, tracer_provider=tracer_provider(), excluded_urls="healthz,readyz,metrics"
+        )
     return app
 
 

@@ -28,6 +28,7 @@ TRACESTATE = "tracestate"
 class _State:
     capture_content = False
     exporting = False
+    provider: Any = None
     tracer: trace.Tracer | None = None
 
 
@@ -92,14 +93,21 @@ def use_tracer_provider(provider: Any, *, set_global: bool = True) -> None:
     leaves OpenTelemetry's global provider alone (tests: `stop_using_tracer_provider`)."""
     if set_global:
         trace.set_tracer_provider(provider)
+    _state.provider = provider
     _state.tracer = provider.get_tracer(TRACER_NAME)
     _state.exporting = True
 
 
 def stop_using_tracer_provider() -> None:
     """Back to no spans (with `use_tracer_provider(..., set_global=False)`)."""
+    _state.provider = None
     _state.tracer = None
     _state.exporting = False
+
+
+def tracer_provider() -> Any:
+    """The provider in use, for instrumentations that take one (None: the global one)."""
+    return _state.provider
 
 
 def _exporter(name: str, settings: TracingSettings) -> Any:

@@ -11,6 +11,7 @@ import uuid
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
+import httpx
 import pytest
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -18,12 +19,14 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind
 
 from temporal_executor.dev.embedded_stack import EmbeddedStack
+from temporal_executor.gateway import GatewayServer
 from temporal_executor.schemas.cloudevent import TRACEPARENT_EXTENSION
 from temporal_executor.schemas.event_types import EventType
 from temporal_executor.schemas.task import BusName
 from temporal_executor.tasks.temporal_connection import connect_temporal
 from temporal_executor.telemetry import tracing
 from tests.harness import ServiceHarness, new_task_id, service_settings
+from tests.test_gateway import gateway_settings
 
 EXPORTER = InMemorySpanExporter()
 
@@ -212,3 +215,41 @@ async def test_an_approval_wait_is_a_span_of_the_task(traced: ServiceHarness) ->
     # Under the activity that published the approval request, in the task's trace.
     assert ancestors(wait, spans)[0].startswith("RunActivity:publish_event")
     assert any(name.startswith("StartWorkflow:") for name in ancestors(wait, spans))
+
+
+async def test_an_http_call_to_the_gateway_starts_the_trace_of_its_task(
+    traced: ServiceHarness,
+) -> None:
+    traceparent, trace_id, caller_span_id = new_traceparent()
+    task_id = new_task_id("traced-http")
+    server = GatewayServer(gateway_settings(traced), traced.client)
+    await server.start()
+    try:
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+            body = {
+                "task_id": task_id,
+                "user_message": "hi",
+                "model_config": {"provider": "scripted", "model": "one-turn"},
+            }
+            reply = await http.post(
+                "/api/v1/execute", json=body, headers={"traceparent": traceparent}
+            )
+            assert reply.status_code == 202
+            metrics = await http.get("/metrics")
+        events = await traced.watchers["kafka"].wait_for_end(task_id)
+    finally:
+        await server.stop()
+    assert metrics.status_code == 200
+    assert "temporal_executor_task_start_duration_seconds_bucket" in metrics.text
+    spans = await spans_until(trace_id, "chat one-turn")
+    [call] = [s for s in spans if s.kind == SpanKind.SERVER and s.name.startswith("POST ")]
+    assert call.name == "POST /api/v1/execute"  # the route, not the path: bounded names
+    assert call.parent is not None
+    assert f"{call.parent.span_id:016x}" == caller_span_id
+    [start] = named(spans, "StartWorkflow:")
+    assert call.name in ancestors(start, spans)
+    [chat] = named(spans, "chat one-turn")
+    assert call.name in ancestors(chat, spans)
+    completed = events[-1].extension(TRACEPARENT_EXTENSION)
+    assert completed is not None
+    assert completed.split("-")[1] == trace_id
