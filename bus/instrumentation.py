@@ -10,8 +10,8 @@ offset, and the CloudEvents attributes `cloudevents.event_id` / `event_type`.
 """
 
 import contextlib
-import time
 from collections.abc import Iterator
+from typing import Protocol
 
 from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
@@ -31,7 +31,20 @@ from temporal_executor.telemetry.tracing import context_from, current_traceparen
 OTHER_DESTINATION = "other"
 
 
-def destination_pattern(transport: Transport, destination: str) -> str:
+class Destinations(Protocol):
+    """What naming spans and labels needs of a transport: its bus and its destinations."""
+
+    @property
+    def bus(self) -> str: ...
+
+    def requests_destination(self, task_id: str | None) -> str: ...
+    def approval_replies_destination(self, task_id: str | None) -> str: ...
+    def events_destination(self, task_id: str | None) -> str: ...
+    def approvals_destination(self, task_id: str | None) -> str: ...
+    def dead_letter_destination(self, reason: str | None) -> str: ...
+
+
+def destination_pattern(transport: Destinations, destination: str) -> str:
     """The configured topic or subject pattern `destination` belongs to: bounded, for
     metric labels and span names (a NATS subject ends in the task id)."""
     for pattern in (
@@ -63,7 +76,9 @@ class Publishing:
 
 
 @contextlib.contextmanager
-def publishing(transport: Transport, destination: str, event: CloudEvent) -> Iterator[Publishing]:
+def publishing(
+    transport: Destinations, destination: str, event: CloudEvent
+) -> Iterator[Publishing]:
     """Wrap one publish of `event`: a `send` span under the current span (or, when there is
     none, under the trace the event's own `traceparent` names), counted when it succeeds."""
     pattern = destination_pattern(transport, destination)
@@ -144,7 +159,6 @@ class Processing:
         self.span = span
         self._bus = bus
         self._pattern = pattern
-        self.started = time.monotonic()
 
     def outcome(self, outcome: str, reason: str = "") -> None:
         """Count the message under `outcome` (started, duplicate, dead_lettered, ...)."""
