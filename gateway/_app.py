@@ -22,7 +22,7 @@ from a2a.utils.constants import AGENT_CARD_WELL_KNOWN_PATH, PROTOCOL_VERSION_1_0
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.exceptions import HTTPException
 
 from temporal_executor.gateway._a2a import TaskRequestHandler
@@ -35,6 +35,7 @@ from temporal_executor.gateway._streams import TaskStreams
 from temporal_executor.schemas.config import Settings
 from temporal_executor.tasks.errors import TaskError, TemporalUnavailable
 from temporal_executor.tasks.service import TaskService
+from temporal_executor.telemetry.temporal_sdk import exposition
 from temporal_executor.telemetry.tracing import exporting, tracer_provider
 
 log = logging.getLogger(__name__)
@@ -79,8 +80,8 @@ def create_app(
 
     @app.get("/metrics", tags=["health"], summary="Prometheus metrics (README, Operations)")
     async def prometheus_metrics() -> Response:
-        # Off the event loop: collecting reads the Temporal SDK's metrics over loopback.
-        body = await asyncio.to_thread(generate_latest, REGISTRY)
+        # Off the event loop: it reads the Temporal SDK's metrics over loopback HTTP.
+        body = await asyncio.to_thread(exposition)
         return Response(body, media_type=CONTENT_TYPE_LATEST)
 
     @app.get(AGENT_CARD_WELL_KNOWN_PATH, tags=["A2A: Agent Card"], summary="The A2A agent card")

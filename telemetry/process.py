@@ -22,7 +22,9 @@ async def observed(
     /readyz there meanwhile. Readiness reads 503 once the block is left (stopping)."""
     observability = settings.observability
     configure_tracing(observability.tracing, f"temporal-executor-{role}")
-    if observability.temporal_sdk_metrics:
+    # /metrics is served by this block (with a port), or by the caller (the gateway's app).
+    metrics_served = not serve or observability.port is not None
+    if observability.temporal_sdk_metrics and metrics_served:
         install_sdk_metrics()
     server = None
     if serve and observability.port is not None:

@@ -9,9 +9,10 @@ import json
 import logging
 from typing import Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from temporal_executor.telemetry.health import HEALTH, HealthChecks
+from temporal_executor.telemetry.temporal_sdk import exposition
 
 log = logging.getLogger(__name__)
 
@@ -71,9 +72,8 @@ class TelemetryServer:
             return "405 Method Not Allowed", "text/plain", b"GET only\n"
         path = path.split("?", 1)[0]
         if path == "/metrics":
-            # Off the event loop: collecting runs the Temporal SDK's collector, which reads
-            # the SDK's own exposition over loopback HTTP.
-            body = await asyncio.to_thread(generate_latest, REGISTRY)
+            # Off the event loop: it reads the Temporal SDK's metrics over loopback HTTP.
+            body = await asyncio.to_thread(exposition)
             return "200 OK", CONTENT_TYPE_LATEST, body
         if path == "/healthz":
             return "200 OK", "application/json", _json({"status": "ok"})

@@ -1,19 +1,24 @@
-"""Metrics and probes of the real processes (README, "Operations").
+"""Metrics, probes and span export of the real processes (README, "Operations").
 
 `temporal-executor bridge` and `temporal-executor worker` run as processes on the real
 servers with `observability.port` set; after tasks (one with an approval) and a message
 that is dead-lettered, their /metrics are scraped over HTTP; /readyz answers 503 while
-Temporal is stopped and 200 again once it is back, and /healthz 200 throughout.
+Temporal is stopped and 200 again once it is back, and /healthz 200 throughout. Both
+export spans over OTLP/HTTP to a local collector stand-in: the bridge told so by the
+standard OTEL_* variables, the worker by its config.
 """
 
 import asyncio
+import http.server
 import socket
+import threading
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 from temporalio.client import Client
@@ -33,26 +38,84 @@ def free_port() -> int:
         return port
 
 
+class Collector(http.server.ThreadingHTTPServer):
+    """Stands in for an OpenTelemetry collector's OTLP/HTTP receiver: keeps what it gets."""
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _Receive)
+        self.requests: list[ExportTraceServiceRequest] = []
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+    def spans(self) -> dict[str, set[str]]:
+        """Span names by the `service.name` of the process that sent them."""
+        found: dict[str, set[str]] = {}
+        for request in list(self.requests):
+            for resource_spans in request.resource_spans:
+                attributes = {
+                    a.key: a.value.string_value for a in resource_spans.resource.attributes
+                }
+                names = found.setdefault(attributes.get("service.name", "?"), set())
+                for scope in resource_spans.scope_spans:
+                    names.update(span.name for span in scope.spans)
+        return found
+
+
+class _Receive(http.server.BaseHTTPRequestHandler):
+    server: Collector
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        if self.path == "/v1/traces":
+            self.server.requests.append(ExportTraceServiceRequest.FromString(body))
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
 @dataclass
 class Observed:
     harness: ServiceHarness  # producers and watchers; no bridge or worker of its own
     bridge: str  # base URLs of the processes' telemetry servers
     worker: str
+    collector: Collector
 
 
 @pytest.fixture
 async def observed(
-    embedded_stack: EmbeddedStack, temporal_client: Client, tmp_path: Path
+    embedded_stack: EmbeddedStack,
+    temporal_client: Client,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> AsyncIterator[Observed]:
     settings = service_settings(embedded_stack, tmp_path / "notes", approval_timeout_seconds=600)
     settings.logging.format = "text"
     harness = ServiceHarness(settings, temporal_client, bridge=False, worker=False)
     await harness.start()
+    collector = Collector()
+    threading.Thread(target=collector.serve_forever, daemon=True).start()
     processes = []
     urls = {}
     for role in ("bridge", "worker"):
         port = free_port()
         settings.observability.port = port
+        if role == "bridge":  # the standard variables, which the processes inherit
+            monkeypatch.setenv("OTEL_TRACES_EXPORTER", "otlp")
+            monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
+            monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", collector.endpoint)
+            monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "100")
+        else:  # config
+            monkeypatch.delenv("OTEL_TRACES_EXPORTER")
+            monkeypatch.delenv("OTEL_EXPORTER_OTLP_ENDPOINT")
+            tracing = settings.observability.tracing
+            tracing.exporter = "otlp"
+            tracing.protocol = "http/protobuf"
+            tracing.endpoint = f"{collector.endpoint}/v1/traces"
         config = ServiceProcess.write_config(settings, tmp_path / f"{role}.yaml")
         process = ServiceProcess(role, config)
         await process.start()
@@ -62,11 +125,13 @@ async def observed(
         async with httpx.AsyncClient(timeout=10) as http:
             for url in urls.values():
                 await until(http, f"{url}/readyz", lambda status: status == 200)
-        yield Observed(harness, urls["bridge"], urls["worker"])
+        yield Observed(harness, urls["bridge"], urls["worker"], collector)
     finally:
         for process in processes:
             assert await process.terminate() == 0
         await harness.stop()
+        collector.shutdown()
+        collector.server_close()
 
 
 async def until(http: httpx.AsyncClient, url: str, wanted: Callable[[int], bool]) -> httpx.Response:
@@ -180,6 +245,22 @@ async def test_metrics_after_tasks_an_approval_and_a_dead_letter(observed: Obser
     # Bounded labels: no task id anywhere.
     for sample in [*bridge, *worker]:
         assert not {one_turn, noted} & set(sample.labels.values()), sample
+
+    # Spans went out over OTLP from both (the batch processor sends within 0.1 s; the
+    # processes flush what is left when they stop).
+    async with asyncio.timeout(PROBE_DEADLINE):
+        while True:
+            spans = observed.collector.spans()
+            bridge_spans = spans.get("temporal-executor-bridge", set())
+            worker_spans = spans.get("temporal-executor-worker", set())
+            if (
+                "chat note" in worker_spans
+                and "StartWorkflow:AgentExecutionWorkflow" in bridge_spans
+            ):
+                break
+            await asyncio.sleep(0.2)
+    assert f"process {topics.requests}" in bridge_spans
+    assert {"execute_tool save_note", "await_approval save_note"} <= worker_spans
 
 
 async def _scraped_when(
