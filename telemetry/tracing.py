@@ -45,6 +45,10 @@ def capture_content() -> bool:
     return _state.capture_content
 
 
+def set_capture_content(on: bool) -> None:
+    _state.capture_content = on
+
+
 def exporting() -> bool:
     """Whether spans are recorded and exported (an SDK tracer provider is installed)."""
     return _state.exporting
@@ -67,7 +71,7 @@ def configure_tracing(settings: TracingSettings, service_name: str) -> bool:
     resource), OTEL_TRACES_SAMPLER(_ARG) (sampling), OTEL_EXPORTER_OTLP_* (endpoint,
     headers, TLS, timeout) where config leaves them unset.
     """
-    _state.capture_content = settings.capture_content
+    set_capture_content(settings.capture_content)
     name = exporter_name(settings)
     if name == "none":
         return False

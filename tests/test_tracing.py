@@ -253,3 +253,30 @@ async def test_an_http_call_to_the_gateway_starts_the_trace_of_its_task(
     completed = events[-1].extension(TRACEPARENT_EXTENSION)
     assert completed is not None
     assert completed.split("-")[1] == trace_id
+
+
+async def test_content_goes_on_spans_only_when_config_opts_in(traced: ServiceHarness) -> None:
+    traceparent, trace_id, _ = new_traceparent()
+    task_id = new_task_id("traced-content")
+    data = {
+        "task_id": task_id,
+        "user_message": "what is 6 * 7?",
+        "system_prompt": "be brief",
+        "model_config": {"provider": "scripted", "model": "calculate"},
+    }
+    tracing.set_capture_content(True)
+    try:
+        await traced.producers["nats"].send(
+            EventType.EXECUTION_REQUESTED, task_id, data, extensions={"traceparent": traceparent}
+        )
+        await traced.watchers["nats"].wait_for_end(task_id)
+    finally:
+        tracing.set_capture_content(False)
+    spans = await spans_until(trace_id, "chat calculate", count=2)
+    first = attrs(named(spans, "chat calculate")[0])
+    assert "what is 6 * 7?" in first["gen_ai.input.messages"]
+    assert first["gen_ai.system_instructions"] == "be brief"
+    assert "calculator" in first["gen_ai.output.messages"]
+    tool = attrs(named(spans, "execute_tool calculator")[0])
+    assert tool["gen_ai.tool.call.arguments"] == '{"expression": "6 * 7"}'
+    assert tool["gen_ai.tool.call.result"] == "42"
