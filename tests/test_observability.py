@@ -217,6 +217,20 @@ async def test_metrics_after_tasks_an_approval_and_a_dead_letter(observed: Obser
     started = {"bus": "kafka", "destination": topics.events, "type": EventType.EXECUTION_STARTED}
     assert value(bridge, published, **started) == 2
     assert any(s.name.startswith("temporal_executor_kafka_consumer_lag") for s in bridge)
+    # JetStream's pending counts are read every few seconds: wait for the first.
+    async with httpx.AsyncClient(timeout=10) as http:
+        pending = await _scraped_when(
+            http,
+            observed.bridge,
+            "temporal_executor_jetstream_consumer_pending_messages",
+            consumer=f"{harness.settings.bus.nats.durable}-requests",
+            present="yes",
+        )
+    assert {
+        s.labels["stream"]
+        for s in pending
+        if s.name == "temporal_executor_jetstream_consumer_ack_pending_messages"
+    } >= {harness.settings.bus.nats.streams.requests}
     # The Temporal SDK's own metrics beside ours (the client's RPCs).
     assert value(bridge, "temporal_request_total") > 0
 
@@ -264,12 +278,22 @@ async def test_metrics_after_tasks_an_approval_and_a_dead_letter(observed: Obser
 
 
 async def _scraped_when(
-    http: httpx.AsyncClient, url: str, name: str, **labels: str
+    http: httpx.AsyncClient, url: str, name: str, present: str = "", **labels: str
 ) -> list[Sample]:
+    """The samples once `name` (with `labels`) is above zero, or with `present` at all."""
+
+    def found(samples: list[Sample]) -> bool:
+        if present:
+            return any(
+                s.name == name and all(s.labels.get(k) == v for k, v in labels.items())
+                for s in samples
+            )
+        return value(samples, name, **labels) > 0
+
     async with asyncio.timeout(PROBE_DEADLINE):
         while True:
             samples = await scrape(http, url)
-            if value(samples, name, **labels) > 0:
+            if found(samples):
                 await asyncio.sleep(0.5)  # let the counts of the same moment settle
                 return await scrape(http, url)
             await asyncio.sleep(0.2)

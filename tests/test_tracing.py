@@ -17,14 +17,17 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Replayer
 
 from temporal_executor.dev.embedded_stack import EmbeddedStack
 from temporal_executor.gateway import GatewayServer
 from temporal_executor.schemas.cloudevent import TRACEPARENT_EXTENSION
-from temporal_executor.schemas.event_types import EventType
+from temporal_executor.schemas.event_types import EventType, workflow_id_for
 from temporal_executor.schemas.task import BusName
 from temporal_executor.tasks.temporal_connection import connect_temporal
 from temporal_executor.telemetry import tracing
+from temporal_executor.worker.workflow import AgentExecutionWorkflow
 from tests.harness import ServiceHarness, new_task_id, service_settings
 from tests.test_gateway import gateway_settings
 
@@ -280,3 +283,31 @@ async def test_content_goes_on_spans_only_when_config_opts_in(traced: ServiceHar
     tool = attrs(named(spans, "execute_tool calculator")[0])
     assert tool["gen_ai.tool.call.arguments"] == '{"expression": "6 * 7"}'
     assert tool["gen_ai.tool.call.result"] == "42"
+
+
+async def test_replaying_a_traced_task_makes_no_spans(traced: ServiceHarness) -> None:
+    """Temporal's interceptor makes workflow spans only when a workflow task is not being
+    replayed: a worker that rebuilds a task from its history adds nothing to its trace."""
+    traceparent, trace_id, _ = new_traceparent()
+    task_id = new_task_id("traced-replay")
+    data = {
+        "task_id": task_id,
+        "user_message": "what is 6 * 7?",
+        "model_config": {"provider": "scripted", "model": "calculate"},
+    }
+    await traced.producers["nats"].send(
+        EventType.EXECUTION_REQUESTED, task_id, data, extensions={"traceparent": traceparent}
+    )
+    await traced.watchers["nats"].wait_for_end(task_id)
+    handle = traced.client.get_workflow_handle(workflow_id_for(task_id))
+    await handle.result()
+    before = await spans_until(trace_id, "CompleteWorkflow:")
+    history = await handle.fetch_history()
+    replayer = Replayer(
+        workflows=[AgentExecutionWorkflow],
+        data_converter=pydantic_data_converter,
+        interceptors=tracing.temporal_interceptors(),
+    )
+    result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
+    assert result.replay_failure is None
+    assert len(in_trace(trace_id)) == len(before)
