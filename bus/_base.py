@@ -54,15 +54,10 @@ class BaseTransport(ABC, Generic[D]):
 
     @abstractmethod
     async def _send(
-        self,
-        destination: str,
-        key: bytes | None,
-        value: bytes,
-        headers: list[tuple[str, bytes]],
-        *,
-        confirm: bool,
+        self, destination: str, message: EncodedMessage, *, confirm: bool
     ) -> tuple[int, int] | None:
-        """Send; where it was stored (Kafka: partition, offset) when the bus says so."""
+        """Put `message` on the bus; with `confirm`, return once the bus stored it, and say
+        where when the bus does (Kafka: partition, offset)."""
 
     @property
     @abstractmethod
@@ -128,16 +123,14 @@ class BaseTransport(ABC, Generic[D]):
         with publishing(self, destination, event) as sending:
             encoded = self._encode(sending.event)
             check_size(destination, encoded, self._settings.max_message_bytes)
-            stored = await self._send(
-                destination, encoded.key, encoded.value, encoded.headers, confirm=confirm
-            )
+            stored = await self._send(destination, encoded, confirm=confirm)
             if stored is not None:
                 sending.stored(*stored)
 
     async def publish_raw(
         self, destination: str, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]]
     ) -> None:
-        await self._send(destination, key, value, headers, confirm=True)
+        await self._send(destination, EncodedMessage(key, value, headers), confirm=True)
 
     async def dead_letter(self, message: InboundMessage, reason: str, error: str) -> None:
         headers = dead_letter_headers(message, reason, error)

@@ -33,7 +33,7 @@ READ_AT_MOST_SECONDS = 15.0
 async def show_status(settings: Settings, task_id: str, out: TextIO) -> int:
     """Print the task's status; 0, or 1 when Temporal has no such task or cannot answer."""
     try:
-        client = await connect_temporal(settings.temporal)
+        client = await connect_temporal(settings)
     except RuntimeError as exc:
         print(f"Temporal at {settings.temporal.host_port} is unreachable: {exc}", file=out)
         return 1

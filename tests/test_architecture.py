@@ -32,7 +32,8 @@ ALLOWED: dict[str, frozenset[str]] = {
     "telemetry": frozenset({"schemas"}),
     "bus": frozenset({"schemas", "telemetry"}),
     # The Temporal connection helpers stand beside the bus: the worker uses them too.
-    "tasks.temporal_connection": frozenset({"schemas", "telemetry"}),
+    "tasks.temporal_connection": frozenset({"schemas", "telemetry", "tasks.payload_storage"}),
+    "tasks.payload_storage": frozenset({"schemas"}),
     "tasks": frozenset({"schemas", "telemetry", "bus"}),
     "bridge": frozenset({"schemas", "telemetry", "bus", "tasks"}),
     "gateway": frozenset({"schemas", "telemetry", "bus", "tasks"}),

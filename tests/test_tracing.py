@@ -44,7 +44,7 @@ async def traced(
     tracing.use_tracer_provider(provider, set_global=False)  # the other tests trace nothing
     try:
         settings = service_settings(embedded_stack, tmp_path_factory.mktemp("notes"))
-        client = await connect_temporal(settings.temporal)  # with the interceptor
+        client = await connect_temporal(settings)  # with the interceptor
         harness = ServiceHarness(settings, client)
         await harness.start()
         yield harness

@@ -174,15 +174,10 @@ class KafkaTransport(BaseTransport[KafkaDelivery]):
         return encode_kafka(event, self._settings.content_mode)
 
     async def _send(
-        self,
-        destination: str,
-        key: bytes | None,
-        value: bytes,
-        headers: list[tuple[str, bytes]],
-        *,
-        confirm: bool,
+        self, destination: str, message: EncodedMessage, *, confirm: bool
     ) -> tuple[int, int] | None:
         """Where the broker stored it (partition, offset); None when not confirmed."""
+        key, value, headers = message.key, message.value, message.headers
         if self._producer is None:
             msg = "KafkaTransport.start() was not called (or close() was)"
             raise TransportError(msg)

@@ -183,17 +183,11 @@ class NatsTransport(BaseTransport[NatsDelivery]):
         return encode_nats(event, self._settings.content_mode)
 
     async def _send(
-        self,
-        destination: str,
-        key: bytes | None,
-        value: bytes,
-        headers: list[tuple[str, bytes]],
-        *,
-        confirm: bool,
+        self, destination: str, message: EncodedMessage, *, confirm: bool
     ) -> tuple[int, int] | None:
-        """`key` is ignored: NATS messages have none (the subject carries the task id).
-        None: a stream has no partitions or offsets (JetStream's sequence is per stream)."""
-        header_map = _header_map(headers)
+        # The key is ignored: NATS messages have none (the subject carries the task id).
+        # Returns None: a stream has no partitions or offsets.
+        value, header_map = message.value, _header_map(message.headers)
         try:
             if confirm:
                 await self._jetstream().publish(destination, value, headers=header_map)
