@@ -27,6 +27,7 @@ the gateway both get it; docs/architecture.md says how each way in answers each 
 
 import asyncio
 import logging
+import time
 from datetime import timedelta
 
 from temporalio.api.workflowservice.v1 import GetSystemInfoRequest
@@ -64,6 +65,7 @@ from temporal_executor.tasks.errors import (
     UnknownApproval,
 )
 from temporal_executor.tasks.temporal_connection import connect_with_retry
+from temporal_executor.telemetry import metrics
 
 log = logging.getLogger(__name__)
 
@@ -164,6 +166,23 @@ class TaskService:
     async def start(self, task: AgentTaskInput, transport: Transport) -> bool:
         """Start the task's workflow; False if a task with its id exists or existed (then
         nothing starts). A started task is announced on `transport`, its route's bus."""
+        began = time.perf_counter()
+        outcome = "unavailable"  # Temporal did not answer: the caller retries or says 503
+        try:
+            started = await self._start(task)
+            outcome = "started" if started else "duplicate"
+        except TemporalUnavailable:
+            raise
+        except TaskError:
+            outcome = "refused"
+            raise
+        finally:
+            metrics.TASK_START_DURATION.labels(outcome).observe(time.perf_counter() - began)
+        if started and self._settings.bridge.announce_started:
+            await announce_started(transport, task, self._settings.bus.source)
+        return started
+
+    async def _start(self, task: AgentTaskInput) -> bool:
         task_id = task.request.task_id
         try:
             await self.client.start_workflow(
@@ -182,8 +201,6 @@ class TaskService:
         except RPCError as exc:
             raise classify_rpc_error(exc, task_id) from exc
         log.info("task started", extra={"task_id": task_id, "bus": task.route.bus})
-        if self._settings.bridge.announce_started:
-            await announce_started(transport, task, self._settings.bus.source)
         return True
 
     # Changing a running task --------------------------------------------------------------
