@@ -106,7 +106,7 @@ class TaskRequestHandler(RequestHandler):
         )
         with _as_a2a_errors():
             task = await self._tasks.task_input(task_id)
-            async with self._tasks.events(task_id, task.route, from_start=False) as events:
+            async with self._tasks.events(task_id, task.route) as events:
                 try:
                     await self._tasks.cancel(task_id, str(reason) if reason else None)
                 except TaskNotRunning as exc:
@@ -154,7 +154,7 @@ class TaskRequestHandler(RequestHandler):
         validate_proto_required_fields(params)
         with _as_a2a_errors():
             task = await self._tasks.task_input(params.id)
-            async with self._tasks.events(params.id, task.route, from_start=False) as events:
+            async with self._tasks.events(params.id, task.route) as events:
                 status = await self._tasks.status(params.id)
                 if status.state in TERMINAL_STATES:
                     msg = f"task {params.id} has {status.state}: there is nothing to follow"
@@ -176,7 +176,7 @@ class TaskRequestHandler(RequestHandler):
             _request(params, message),
             traceparent=context.state.get("headers", {}).get("traceparent"),
         )
-        async with self._tasks.events(task.request.task_id, task.route, from_start=False) as events:
+        async with self._tasks.events(task.request.task_id, task.route) as events:
             await self._tasks.start(task)
             yield submitted_task(task)
             async for event in self._follow(events, context_id_of(task), resolved=set()):
@@ -206,7 +206,7 @@ class TaskRequestHandler(RequestHandler):
         except UnreadableReply as exc:
             raise InvalidParamsError(message=str(exc)) from exc
         approver = _metadata(message).get("approver")
-        async with self._tasks.events(task_id, task.route, from_start=False) as events:
+        async with self._tasks.events(task_id, task.route) as events:
             for decision in found:
                 await self._tasks.approve(
                     task_id,

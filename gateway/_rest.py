@@ -138,28 +138,32 @@ def rest_router(tasks: TaskService, *, max_body_bytes: int) -> APIRouter:
                 "content": {"text/event-stream": {}},
                 "description": "`id` is the event id, `event` its type, `data` the CloudEvent "
                 "(JSON format); the stream ends after the task's terminal event. "
-                "`Last-Event-ID` resumes after that event.",
+                "`Last-Event-ID` resumes after that event. With `deltas=true` the model's "
+                "text streams too, as `agent.llm.delta` events (best-effort, no SSE `id`).",
             }
         },
     )
-    async def events(task_id: str, request: Request) -> EventSourceResponse:
+    async def events(task_id: str, request: Request, deltas: bool = False) -> EventSourceResponse:
         task_id = _task_id(task_id)
         task = await tasks.task_input(task_id)
         after = _sequence(request.headers.get("last-event-id"))
         # Opened here, so that a bus problem is a 503 rather than an empty stream; closed when
         # the stream ends, or after the response if it never started (the client left).
         opened = contextlib.AsyncExitStack()
-        found = await opened.enter_async_context(tasks.events(task_id, task.route, from_start=True))
+        found = await opened.enter_async_context(
+            tasks.events(task_id, task.route, after=after, deltas=deltas)
+        )
 
         async def stream() -> AsyncIterator[ServerSentEvent]:
             try:
                 async for event in found:
-                    if int(event.extension(SEQUENCE_EXTENSION) or 0) <= after:
-                        continue
+                    # A delta has no SSE id, so a reconnecting client's `Last-Event-ID`
+                    # stays the last durable event: it resumes from the task's history.
+                    durable = event.extension(SEQUENCE_EXTENSION) is not None
                     yield ServerSentEvent(
                         data=json.dumps(cloudevent_json(event), ensure_ascii=False),
                         event=event.type,
-                        id=event.id,
+                        id=event.id if durable else None,
                     )
             finally:
                 await opened.aclose()
@@ -225,4 +229,4 @@ def _task_id(path: str) -> str:
 def _sequence(event_id: str | None) -> int:
     """The sequence in an event id `<workflow id>/<sequence>`; 0 for none."""
     tail = (event_id or "").rpartition("/")[2]
-    return int(tail) if tail.isdigit() else 0
+    return int(tail) if tail.isdigit() and "/delta/" not in (event_id or "") else 0

@@ -58,6 +58,11 @@ class GatewayServer:
         self._serving: asyncio.Task[None] | None = None
         self.url = ""
 
+    @property
+    def stream_subscriptions(self) -> int:
+        """Bus subscriptions its streams hold: one per destination, however many streams."""
+        return self._tasks.stream_subscriptions
+
     async def start(self) -> None:
         gateway = self._settings.gateway
         token = auth_token(gateway)

@@ -15,6 +15,7 @@ import logging
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from datetime import timedelta
+from functools import partial
 from typing import Any
 
 from temporalio.api.workflowservice.v1 import GetSystemInfoRequest
@@ -24,13 +25,12 @@ from temporalio.service import RPCError, RPCStatusCode
 from temporal_executor.bridge.announcer import announce_started
 from temporal_executor.bridge.router import task_input
 from temporal_executor.bus.errors import (
-    BusError,
     DeadLetter,
     DeadLetterReason,
     RetryLater,
     TransportError,
 )
-from temporal_executor.bus.transport import Transport, Watch
+from temporal_executor.bus.transport import Transport
 from temporal_executor.gateway._errors import (
     BusUnavailable,
     Forbidden,
@@ -42,9 +42,11 @@ from temporal_executor.gateway._errors import (
     TaskNotRunning,
     TemporalUnavailable,
 )
-from temporal_executor.schemas.cloudevent import TASKID_EXTENSION, CloudEvent
+from temporal_executor.gateway._fanout import FanOut
+from temporal_executor.gateway._streams import PastEventsUnavailable, past_events, task_stream
+from temporal_executor.schemas.cloudevent import CloudEvent
 from temporal_executor.schemas.config import Settings
-from temporal_executor.schemas.event_types import TERMINAL_TYPES, workflow_id_for
+from temporal_executor.schemas.event_types import workflow_id_for
 from temporal_executor.schemas.requests import ExecutionRequested
 from temporal_executor.schemas.task import (
     AgentTaskInput,
@@ -118,7 +120,7 @@ class TaskService:
         self._transports = transports
         self._rpc_timeout = timedelta(seconds=settings.bridge.rpc_timeout_seconds)
         self._allowed_approvers = frozenset(settings.bridge.allowed_approvers)
-        self._watches: set[Watch] = set()
+        self._fanout = FanOut(transports)
         self._closing = False
 
     def prepare(
@@ -244,11 +246,15 @@ class TaskService:
 
     @asynccontextmanager
     async def events(
-        self, task_id: str, route: EventRoute, *, from_start: bool
+        self, task_id: str, route: EventRoute, *, after: int | None = None, deltas: bool = False
     ) -> AsyncIterator[AsyncIterator[CloudEvent]]:
-        """The task's events where its route sends them, deduplicated by id, ending after the
-        terminal one (or when the gateway stops). Watching starts on entry: open it before
-        starting or changing the task, and nothing that causes is missed."""
+        """The task's events where its route sends them, each once, ending after the terminal
+        one (or when the gateway stops); its `agent.llm.delta`s too with `deltas`.
+
+        With `after=None`, what the task publishes from now on: following starts on entry,
+        so open it before starting or changing the task, and nothing that causes is missed.
+        With a sequence number, the task's events after it (0: all of them), the earlier
+        ones from the task itself (`_streams`)."""
         if self._closing:
             msg = "the gateway is shutting down"
             raise ShuttingDown(msg)
@@ -258,23 +264,35 @@ class TaskService:
                 f"task {task_id} publishes on {route.bus}, which bus.{route.bus}.enabled turns off"
             )
             raise BusUnavailable(msg)
-        watch = transport.watch(route.events_destination, from_start=from_start)
-        self._watches.add(watch)
+        past = None if after is None else partial(self._past_events, task_id, after)
         try:
-            try:
-                await watch.start()
-            except TransportError as exc:
-                raise BusUnavailable(str(exc)) from exc
-            yield _task_events(transport, watch, task_id)
-        finally:
-            self._watches.discard(watch)
-            await watch.aclose()
+            async with task_stream(
+                self._fanout, transport, route, task_id, past=past, after=after or 0, deltas=deltas
+            ) as found:
+                yield found
+        except TransportError as exc:
+            raise BusUnavailable(str(exc)) from exc
+        except PastEventsUnavailable as exc:
+            raise TemporalUnavailable(str(exc)) from exc
+
+    async def _past_events(self, task_id: str, after: int) -> list[CloudEvent]:
+        return await past_events(
+            self._temporal.client,
+            task_id,
+            after,
+            self._settings.bus.source,
+            rpc_timeout=self._rpc_timeout,
+        )
+
+    @property
+    def stream_subscriptions(self) -> int:
+        """Bus subscriptions held for streams: one per destination, however many streams."""
+        return self._fanout.subscriptions
 
     async def end_streams(self) -> None:
         """Stopping: end every open stream (their responses then finish) and open no more."""
         self._closing = True
-        for watch in list(self._watches):
-            await watch.aclose()
+        await self._fanout.close()
 
     async def readiness(self) -> str | None:
         """What keeps the gateway from serving, or None when Temporal answers."""
@@ -290,24 +308,6 @@ class TaskService:
         except RPCError as exc:
             return f"Temporal at {self._settings.temporal.host_port}: {exc.message}"
         return None
-
-
-async def _task_events(
-    transport: Transport, messages: AsyncIterator[Any], task_id: str
-) -> AsyncIterator[CloudEvent]:
-    seen: set[str] = set()
-    async for message in messages:
-        try:
-            event = transport.decode(message)
-        except BusError:  # not a CloudEvent, so not one of ours
-            continue
-        # Delivery is at least once: a redelivered event has the id it had.
-        if event.extension(TASKID_EXTENSION) != task_id or event.id in seen:
-            continue
-        seen.add(event.id)
-        yield event
-        if event.type in TERMINAL_TYPES:
-            return
 
 
 def _rpc_error(exc: RPCError, task_id: str) -> GatewayError:

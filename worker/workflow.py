@@ -39,6 +39,8 @@ with workflow.unsafe.imports_passed_through():
         LlmCallResult,
         PendingApproval,
         PublishBatch,
+        PublishedEvents,
+        PublishedQuery,
         PublishInput,
         TaskPlan,
         TaskResult,
@@ -95,6 +97,8 @@ class AgentExecutionWorkflow:
         self._error: str | None = None
         # Events made but not yet published; see `_publish`.
         self._outbox: list[PublishInput] = []
+        # Every event of this run, for the `published` query (the gateway's replay).
+        self._published: list[PublishInput] = []
 
     @workflow.run
     async def run(self, task: AgentTaskInput) -> TaskResult:
@@ -346,6 +350,14 @@ class AgentExecutionWorkflow:
             error=self._error,
         )
 
+    @workflow.query(name="published")
+    def published(self, query: PublishedQuery) -> PublishedEvents:
+        """This run's events after `query.after`, published or about to be: a stream
+        replays them, then follows the bus (the gateway's `Last-Event-ID` resume)."""
+        return PublishedEvents(
+            events=[event for event in self._published if event.sequence > query.after]
+        )
+
     def _continue_as_new_if_due(self, plan: TaskPlan) -> None:
         info = workflow.info()
         due = (
@@ -422,7 +434,7 @@ class AgentExecutionWorkflow:
         (or `_flush`) instead, which the caller must make before it waits on anything."""
         self._sequence += 1
         workflow_id = workflow.info().workflow_id
-        self._outbox.append(
+        self._published.append(
             PublishInput(
                 route=self._task.route,
                 event_type=event_type,
@@ -433,6 +445,7 @@ class AgentExecutionWorkflow:
                 data=data.model_dump(mode="json", by_alias=True),
             )
         )
+        self._outbox.append(self._published[-1])
         if (
             hold
             and workflow.patched(LOCAL_ACTIVITIES_PATCH)
