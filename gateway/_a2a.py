@@ -43,6 +43,7 @@ from a2a.types.a2a_pb2 import (
 )
 from a2a.utils.errors import (
     A2AError,
+    ContentTypeNotSupportedError,
     InternalError,
     InvalidParamsError,
     PushNotificationNotSupportedError,
@@ -56,6 +57,7 @@ from google.protobuf.json_format import MessageToDict
 from pydantic import ValidationError
 
 from temporal_executor.bridge.router import validation_problems
+from temporal_executor.gateway._a2a_list import list_tasks
 from temporal_executor.gateway._a2a_views import (
     A2A_METADATA,
     a2a_task,
@@ -96,7 +98,8 @@ class TaskRequestHandler(RequestHandler):
     async def on_list_tasks(
         self, params: ListTasksRequest, context: ServerCallContext
     ) -> ListTasksResponse:
-        raise UnsupportedOperationError(message="ListTasks is not supported; use GetTask")
+        with _as_a2a_errors():
+            return await list_tasks(self._tasks, params, self._view)
 
     async def on_cancel_task(self, params: CancelTaskRequest, context: ServerCallContext) -> Task:
         validate_proto_required_fields(params)
@@ -266,6 +269,12 @@ class TaskRequestHandler(RequestHandler):
 def _request(params: SendMessageRequest, message: Message) -> ExecutionRequested:
     text = get_message_text(message).strip()
     if not text:
+        if any(not part.HasField("text") for part in message.parts):
+            kinds = sorted(
+                {part.media_type or part.WhichOneof("content") or "?" for part in message.parts}
+            )
+            msg = f"only text parts are understood (the user message), not {', '.join(kinds)}"
+            raise ContentTypeNotSupportedError(message=msg)
         raise InvalidParamsError(message="the message has no text part: it is the user message")
     given = {**_metadata(params), **_metadata(message)}
     data: dict[str, Any] = {key: given[key] for key in REQUEST_FIELDS if key in given}

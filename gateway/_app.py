@@ -1,6 +1,7 @@
 """The gateway's ASGI app: REST API, A2A (JSON-RPC and agent card), health, OpenAPI docs."""
 
 import logging
+from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
@@ -20,10 +21,12 @@ from a2a.types.a2a_pb2 import (
 from a2a.utils.constants import AGENT_CARD_WELL_KNOWN_PATH, PROTOCOL_VERSION_1_0, TransportProtocol
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
+from starlette.routing import Route
 
 from temporal_executor.gateway._a2a import TaskRequestHandler
+from temporal_executor.gateway._a2a_http import cached_card, json_only
 from temporal_executor.gateway._errors import GatewayError
 from temporal_executor.gateway._hitl import HITL_EXTENSION_URI
 from temporal_executor.gateway._middleware import BearerAuth, EchoExtensions
@@ -40,6 +43,7 @@ BEARER_SCHEME = "bearer"
 
 def create_app(settings: Settings, tasks: TaskService, *, token: str | None) -> FastAPI:
     """The app for `tasks`; with a `token`, every call but health, docs and the card needs it."""
+    started = datetime.now(UTC)
     app = FastAPI(
         title="temporal-executor gateway",
         version=_version(),
@@ -70,13 +74,17 @@ def create_app(settings: Settings, tasks: TaskService, *, token: str | None) -> 
         return JSONResponse(body.model_dump(), status_code=503)
 
     @app.get(AGENT_CARD_WELL_KNOWN_PATH, tags=["A2A: Agent Card"], summary="The A2A agent card")
-    async def card(request: Request) -> JSONResponse:
+    async def card(request: Request) -> Response:
         base = settings.gateway.public_url or str(request.base_url)
         found = agent_card(settings, base.rstrip("/"), bearer=token is not None)
-        return JSONResponse(agent_card_to_dict(found))
+        return cached_card(request, agent_card_to_dict(found), started)
 
     handler = TaskRequestHandler(tasks, cancel_wait_seconds=settings.bridge.rpc_timeout_seconds)
-    add_a2a_routes_to_fastapi(app, jsonrpc_routes=create_jsonrpc_routes(handler, A2A_PATH))
+    [sdk_route] = create_jsonrpc_routes(handler, A2A_PATH)
+    endpoint = json_only(sdk_route.endpoint)
+    add_a2a_routes_to_fastapi(app, jsonrpc_routes=[Route(A2A_PATH, endpoint, methods=["POST"])])
+    # Clients that join the card's URL with "/" (the A2A TCK's) post to `/a2a/`.
+    app.add_route(f"{A2A_PATH}/", endpoint, methods=["POST"], include_in_schema=False)
     a2a_openapi = app.openapi
 
     def openapi() -> dict[str, Any]:

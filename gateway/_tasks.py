@@ -19,7 +19,7 @@ from functools import partial
 from typing import Any
 
 from temporalio.api.workflowservice.v1 import GetSystemInfoRequest
-from temporalio.client import Client, WorkflowQueryFailedError
+from temporalio.client import Client, WorkflowExecution, WorkflowQueryFailedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from temporal_executor.bridge.announcer import announce_started
@@ -293,6 +293,38 @@ class TaskService:
         """Stopping: end every open stream (their responses then finish) and open no more."""
         self._closing = True
         await self._fanout.close()
+
+    async def visible_tasks(
+        self, query: str, page_size: int, page_token: bytes | None
+    ) -> tuple[list[WorkflowExecution], bytes | None]:
+        """One page of the workflows Temporal's visibility finds for `query`, and the token
+        of the next page (None: this was the last)."""
+        client = self._temporal.client
+        try:
+            found = client.list_workflows(
+                query,
+                page_size=page_size,
+                next_page_token=page_token,
+                rpc_timeout=self._rpc_timeout,
+            )
+            await found.fetch_next_page()
+        except RPCError as exc:
+            if exc.status == RPCStatusCode.INVALID_ARGUMENT:
+                msg = f"Temporal refused the listing: {exc.message}"
+                raise InvalidRequest(msg) from exc
+            msg = f"Temporal ({exc.status.name}): {exc.message}"
+            raise TemporalUnavailable(msg) from exc
+        return list(found.current_page or []), found.next_page_token or None
+
+    async def count_tasks(self, query: str) -> int:
+        try:
+            counted = await self._temporal.client.count_workflows(
+                query, rpc_timeout=self._rpc_timeout
+            )
+        except RPCError as exc:
+            msg = f"Temporal ({exc.status.name}): {exc.message}"
+            raise TemporalUnavailable(msg) from exc
+        return counted.count
 
     async def readiness(self) -> str | None:
         """What keeps the gateway from serving, or None when Temporal answers."""
