@@ -38,6 +38,10 @@ class SharedWatch:
     def open(self) -> bool:
         return self._live
 
+    @property
+    def followers(self) -> int:
+        return sum(len(inboxes) for inboxes in self._followers.values())
+
     async def follow(self, task_id: str, inbox: Inbox) -> None:
         """From when this returns, every event of `task_id` read from the bus goes to `inbox`."""
         self._followers.setdefault(task_id, set()).add(inbox)
@@ -110,6 +114,11 @@ class FanOut:
     def subscriptions(self) -> int:
         """How many bus subscriptions the gateway holds for its streams (whatever their number)."""
         return sum(1 for watch in self._watches.values() if watch.open)
+
+    @property
+    def followers(self) -> int:
+        """How many streams follow them (a stream with deltas counts twice)."""
+        return sum(watch.followers for watch in self._watches.values())
 
     async def follow(self, bus: BusName, destination: str, task_id: str, inbox: Inbox) -> None:
         if self._closing:

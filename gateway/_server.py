@@ -63,6 +63,11 @@ class GatewayServer:
         """Bus subscriptions its streams hold: one per destination, however many streams."""
         return self._tasks.stream_subscriptions
 
+    @property
+    def stream_followers(self) -> int:
+        """Streams following those subscriptions (one with deltas counts twice)."""
+        return self._tasks.stream_followers
+
     async def start(self) -> None:
         gateway = self._settings.gateway
         token = auth_token(gateway)

@@ -289,6 +289,10 @@ class TaskService:
         """Bus subscriptions held for streams: one per destination, however many streams."""
         return self._fanout.subscriptions
 
+    @property
+    def stream_followers(self) -> int:
+        return self._fanout.followers
+
     async def end_streams(self) -> None:
         """Stopping: end every open stream (their responses then finish) and open no more."""
         self._closing = True
