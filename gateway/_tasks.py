@@ -313,6 +313,11 @@ class TaskService:
             )
             await found.fetch_next_page()
         except RPCError as exc:
+            # Temporal cannot read a made-up token: INVALID_ARGUMENT, or UNKNOWN on some stores.
+            unreadable = {RPCStatusCode.INVALID_ARGUMENT, RPCStatusCode.UNKNOWN}
+            if page_token is not None and exc.status in unreadable:
+                msg = f"the page_token is not one this agent gave ({exc.message})"
+                raise InvalidRequest(msg) from exc
             if exc.status == RPCStatusCode.INVALID_ARGUMENT:
                 msg = f"Temporal refused the listing: {exc.message}"
                 raise InvalidRequest(msg) from exc
