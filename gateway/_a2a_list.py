@@ -21,8 +21,8 @@ from a2a.utils.errors import InvalidParamsError
 from a2a.utils.task import apply_history_length, validate_history_length, validate_page_size
 from temporalio.client import WorkflowExecution, WorkflowExecutionStatus
 
-from temporal_executor.gateway._tasks import TaskService
 from temporal_executor.schemas.event_types import WORKFLOW_ID_PREFIX, WORKFLOW_TYPE
+from temporal_executor.tasks.service import TaskService
 
 Status = WorkflowExecutionStatus
 # Which workflows can be in an A2A state (before the status query tells working from
@@ -74,7 +74,7 @@ async def list_tasks(tasks: TaskService, params: ListTasksRequest, view: View) -
     query = visibility_query(params)
     if query is None:
         return ListTasksResponse(next_page_token="", page_size=page_size, total_size=0)
-    executions, next_token = await tasks.visible_tasks(query, page_size, token)
+    executions, next_token = await tasks.list_page(query, page_size, token)
     found = await asyncio.gather(*(_task(execution, view) for execution in executions))
     listed = [
         _shaped(task, params)
@@ -97,7 +97,7 @@ async def list_tasks(tasks: TaskService, params: ListTasksRequest, view: View) -
     if filtered and not next_token and not token:
         total = len(listed)  # the whole of it was on this one page
     else:
-        total = await tasks.count_tasks(query)
+        total = await tasks.count(query)
     return ListTasksResponse(
         tasks=listed,
         next_page_token=_encode_token(next_token),

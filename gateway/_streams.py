@@ -1,36 +1,30 @@
-"""A task's stream: what it published so far, from the task, then what it publishes, live.
+"""Tasks' events for the REST API's SSE and A2A streams alike: past ones from the task,
+live ones from the bus.
 
-Past events come from the workflow's `published` query (each run of the task, back
-through its continue-as-new chain as far as needed), live ones from the gateway's shared
-subscription (`_fanout`). The stream follows the bus before it asks the task, so nothing
-falls between the two; it drops what it has already sent by `sequence`, so nothing comes
-twice: a `Last-Event-ID` resume is exact. Deltas (`agent.llm.delta`, best-effort and
-never in the task's history) are live only.
+A task started here publishes on the default bus (`bus.default`). A stream follows the
+gateway's one shared subscription of the destination its route sends events to
+(`_fanout`), then asks the task what it published before (the workflow's `published`
+query, through the task service); it drops what it has already sent by `sequence`, so
+nothing falls between the two and nothing comes twice: a `Last-Event-ID` resume is exact,
+and what an HTTP or A2A caller sees is what a bus subscriber sees. Deltas
+(`agent.llm.delta`, best-effort and never in the task's history) are live only.
 """
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from datetime import timedelta
 from typing import Any
-
-from temporalio.client import Client, WorkflowQueryFailedError
-from temporalio.service import RPCError
 
 from temporal_executor.bus.errors import TransportError
 from temporal_executor.bus.outbound import build_event
 from temporal_executor.bus.transport import Transport
+from temporal_executor.gateway._errors import BusUnavailable, ShuttingDown
 from temporal_executor.gateway._fanout import FanOut, Inbox
 from temporal_executor.schemas.cloudevent import SEQUENCE_EXTENSION, CloudEvent
-from temporal_executor.schemas.event_types import TERMINAL_TYPES, workflow_id_for
-from temporal_executor.schemas.task import (
-    AgentTaskInput,
-    EventRoute,
-    PublishedEvents,
-    PublishedQuery,
-    PublishInput,
-)
+from temporal_executor.schemas.event_types import TERMINAL_TYPES
+from temporal_executor.schemas.task import BusName, EventRoute
+from temporal_executor.tasks.service import TaskService
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +33,85 @@ LLM_DELTA = "agent.llm.delta"
 DEFAULT_DELTAS: dict[str, str] = {"kafka": "agent.deltas", "nats": "agent.deltas.>"}
 
 
-class PastEventsUnavailable(Exception):
-    """The task could not say what it published (Temporal or its workers do not answer)."""
+class TaskStreams:
+    def __init__(
+        self,
+        transports: Mapping[BusName, Transport],
+        default_bus: BusName,
+        tasks: TaskService,
+        *,
+        source: str,
+    ) -> None:
+        self._transports = transports
+        self._default_bus = default_bus
+        self._tasks = tasks
+        self._source = source  # of the events the workflow publishes (`bus.source`)
+        self._fanout = FanOut(transports)
+        self.closing = False
+
+    @property
+    def default(self) -> Transport:
+        """The bus tasks started here publish on (`bus.default`)."""
+        return self._transports[self._default_bus]
+
+    @property
+    def subscriptions(self) -> int:
+        """Bus subscriptions held for streams: one per destination, however many streams."""
+        return self._fanout.subscriptions
+
+    @property
+    def followers(self) -> int:
+        """Streams following them (one with deltas counts twice)."""
+        return self._fanout.followers
+
+    @asynccontextmanager
+    async def events(
+        self, task_id: str, route: EventRoute, *, after: int | None = None, deltas: bool = False
+    ) -> AsyncIterator[AsyncIterator[CloudEvent]]:
+        """The task's events where its route sends them, each once, ending after the terminal
+        one (or when the gateway stops); its `agent.llm.delta`s too with `deltas`.
+
+        With `after=None`, what the task publishes from now on: following starts on entry,
+        so open it before starting or changing the task, and nothing that causes is missed.
+        With a sequence number, the task's events after it (0: all of them)."""
+        if self.closing:
+            msg = "the gateway is shutting down"
+            raise ShuttingDown(msg)
+        transport = self._transports.get(route.bus)
+        if transport is None:
+            msg = (
+                f"task {task_id} publishes on {route.bus}, which bus.{route.bus}.enabled turns off"
+            )
+            raise BusUnavailable(msg)
+        inbox: Inbox = asyncio.Queue()
+        followed: list[str] = []
+        try:
+            try:
+                destination = events_destination(transport, route, task_id)
+                await self._fanout.follow(route.bus, destination, task_id, inbox)
+                followed.append(destination)
+            except TransportError as exc:
+                raise BusUnavailable(str(exc)) from exc
+            if deltas:
+                destination = deltas_destination(transport)
+                try:
+                    await self._fanout.follow(route.bus, destination, task_id, inbox)
+                    followed.append(destination)
+                except TransportError as exc:  # best-effort: the events still come
+                    log.warning("no deltas for task %s: %s", task_id, exc)
+            earlier: list[CloudEvent] = []
+            if after is not None:
+                published = await self._tasks.published(task_id, after)
+                earlier = [build_event(event, self._source) for event in published]
+            yield _merged(earlier, inbox, after or 0)
+        finally:
+            for destination in followed:
+                self._fanout.unfollow(route.bus, destination, task_id, inbox)
+
+    async def end(self) -> None:
+        """Stopping: end every open stream (their responses then finish) and open no more."""
+        self.closing = True
+        await self._fanout.close()
 
 
 def events_destination(transport: Transport, route: EventRoute, task_id: str) -> str:
@@ -52,90 +123,12 @@ def events_destination(transport: Transport, route: EventRoute, task_id: str) ->
 
 
 def deltas_destination(transport: Transport) -> str:
+    """Where every task's deltas go on this bus (NATS: a wildcard)."""
     named = getattr(transport, "deltas_destination", None)
     if callable(named):
         found: str = named(None)
         return found
     return DEFAULT_DELTAS[transport.bus]
-
-
-async def past_events(
-    client: Client, task_id: str, after: int, source: str, *, rpc_timeout: timedelta
-) -> list[CloudEvent]:
-    """The task's events with a sequence over `after`, oldest first, as the bus has them."""
-    workflow_id = workflow_id_for(task_id)
-    found: list[PublishInput] = []
-    run_id: str | None = None
-    try:
-        while True:
-            handle = client.get_workflow_handle(workflow_id, run_id=run_id)
-            if run_id is None:  # the latest run, fixed so that query and history agree
-                run_id = (await handle.describe(rpc_timeout=rpc_timeout)).run_id
-                handle = client.get_workflow_handle(workflow_id, run_id=run_id)
-            page: PublishedEvents = await handle.query(
-                "published",
-                PublishedQuery(after=after),
-                result_type=PublishedEvents,
-                rpc_timeout=rpc_timeout,
-            )
-            found[:0] = page.events
-            carried, previous = await _run_start(client, handle.id, run_id, rpc_timeout)
-            if carried <= after or not previous:
-                break
-            run_id = previous
-    except (RPCError, WorkflowQueryFailedError) as exc:
-        msg = f"task {task_id} did not say what it published: {exc}"
-        raise PastEventsUnavailable(msg) from exc
-    return [build_event(event, source) for event in found]
-
-
-async def _run_start(
-    client: Client, workflow_id: str, run_id: str, rpc_timeout: timedelta
-) -> tuple[int, str]:
-    """The sequence a run carried over from the run before it, and that run's id."""
-    handle = client.get_workflow_handle(workflow_id, run_id=run_id)
-    async for event in handle.fetch_history_events(page_size=1, rpc_timeout=rpc_timeout):
-        started = event.workflow_execution_started_event_attributes
-        decoded: list[Any] = await client.data_converter.decode(
-            started.input.payloads, [AgentTaskInput]
-        )
-        task: AgentTaskInput = decoded[0]
-        return task.carried_sequence, started.continued_execution_run_id
-    return 0, ""  # pragma: no cover - a run's history starts with its start
-
-
-@asynccontextmanager
-async def task_stream(
-    fanout: FanOut,
-    transport: Transport,
-    route: EventRoute,
-    task_id: str,
-    *,
-    past: Callable[[], Awaitable[list[CloudEvent]]] | None = None,
-    after: int = 0,
-    deltas: bool = False,
-) -> AsyncIterator[AsyncIterator[CloudEvent]]:
-    """The task's events after sequence `after` (and its deltas when asked) until its
-    terminal event or the gateway stops. Following starts on entry; `past`, when given, is
-    called after that for the events published before (see `past_events`)."""
-    inbox: Inbox = asyncio.Queue()
-    followed: list[str] = []
-    try:
-        destination = events_destination(transport, route, task_id)
-        await fanout.follow(route.bus, destination, task_id, inbox)
-        followed.append(destination)
-        if deltas:
-            destination = deltas_destination(transport)
-            try:
-                await fanout.follow(route.bus, destination, task_id, inbox)
-                followed.append(destination)
-            except TransportError as exc:  # deltas are best-effort: the events still come
-                log.warning("no deltas for task %s: %s", task_id, exc)
-        earlier = await past() if past is not None else []
-        yield _merged(earlier, inbox, after)
-    finally:
-        for destination in followed:
-            fanout.unfollow(route.bus, destination, task_id, inbox)
 
 
 async def _merged(earlier: list[CloudEvent], inbox: Inbox, after: int) -> AsyncIterator[CloudEvent]:
@@ -165,3 +158,9 @@ async def _merged(earlier: list[CloudEvent], inbox: Inbox, after: int) -> AsyncI
             yield event_or_end
             if event_or_end.type in TERMINAL_TYPES:
                 return
+
+
+def cloudevent_json(event: CloudEvent) -> dict[str, Any]:
+    """The event in the CloudEvents JSON format (as structured mode puts it on the bus)."""
+    attributes = event.model_dump(mode="json", exclude_none=True, exclude={"extensions"})
+    return {**attributes, **event.extensions}
