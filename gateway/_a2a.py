@@ -12,6 +12,9 @@ So any number of gateways serve the same tasks, and a restart loses nothing.
 - The same with the task id of a task in `input-required` answers its approval.
 - CancelTask cancels and waits (up to `bridge.rpc_timeout_seconds`) for the task to end.
 - SubscribeToTask: the task as it is now, then its events until it ends or pauses.
+- SendStreamingMessage asks the task for deltas (`stream`), and it and SubscribeToTask show
+  each turn's text as it grows, as artifact updates (`_a2a_deltas`).
+- ListTasks: Temporal's visibility (`_a2a_list`).
 """
 
 import asyncio
