@@ -21,6 +21,7 @@ from a2a.types.a2a_pb2 import (
 )
 
 from temporal_executor.gateway import GatewayServer
+from temporal_executor.schemas.requests import ExecutionRequested
 from tests.harness import ServiceHarness
 from tests.test_a2a import INPUT_REQUIRED, a2a_client, collect, user_message, wait_for_a2a_state
 from tests.test_gateway import TIMEOUT, gateway_settings
@@ -197,3 +198,30 @@ async def test_the_card_caches_and_non_json_is_refused(gateway: GatewayServer) -
             "/a2a", content=b"{}", headers={"content-type": "text/plain", "A2A-Version": "1.0"}
         )
     assert refused.json()["error"]["code"] == -32005
+
+
+@pytest.mark.skipif(
+    "stream" not in ExecutionRequested.model_fields, reason="needs the bus side of streaming"
+)
+async def test_a_streaming_message_shows_the_text_as_it_grows(client: Client) -> None:
+    first = await collect(
+        client.send_message(SendMessageRequest(message=user_message("note", model="note")))
+    )
+    task_id = first[0].task.id
+    reply = user_message("approve", task_id=task_id)
+    second = await collect(client.send_message(SendMessageRequest(message=reply)))
+    turn = [
+        r.artifact_update
+        for r in second
+        if r.HasField("artifact_update") and r.artifact_update.artifact.artifact_id == "turn-2"
+    ]
+    assert len(turn) > 2
+    assert (turn[0].append, turn[1].append) == (False, True)
+    assert turn[-1].last_chunk
+    assert not turn[-1].append
+    # Deltas are best-effort (their own destination): the last may come after the turn's end.
+    grown = "".join(get_message_text(Message(parts=u.artifact.parts)) for u in turn[:-1])
+    whole = get_message_text(Message(parts=turn[-1].artifact.parts))
+    assert whole.startswith("note result: saved")
+    assert whole.startswith(grown)
+    assert second[-1].status_update.status.state == COMPLETED

@@ -14,6 +14,7 @@ from temporal_executor.gateway import GatewayServer
 from temporal_executor.gateway._streams import LLM_DELTA, deltas_destination
 from temporal_executor.schemas.cloudevent import TASKID_EXTENSION, TRACEPARENT_EXTENSION, CloudEvent
 from temporal_executor.schemas.event_types import EventType, workflow_id_for
+from temporal_executor.schemas.requests import ExecutionRequested
 from temporal_executor.schemas.task import BusName
 from tests.harness import BUSES, ServiceHarness, new_task_id
 from tests.test_gateway import TIMEOUT, execute_body, gateway_settings, sse, wait_for_state
@@ -214,3 +215,39 @@ async def test_a_delta_id_as_last_event_id_replays_from_the_start(
         headers = {"Last-Event-ID": f"{workflow_id_for(task_id)}/delta/1/1/2"}
         events = await sse(http, f"/api/v1/events/{task_id}", headers=headers)
     assert [int(e["data"]["sequence"]) for e in events] == [1, 2, 3]
+
+
+@pytest.mark.skipif(
+    "stream" not in ExecutionRequested.model_fields, reason="needs the bus side of streaming"
+)
+@pytest.mark.parametrize("bus", BUSES)
+async def test_a_streaming_task_through_sse_end_to_end(
+    service: ServiceHarness, bus: BusName
+) -> None:
+    async with (
+        gateway_on(service, bus) as server,
+        httpx.AsyncClient(base_url=server.url, timeout=TIMEOUT) as http,
+    ):
+        task_id = new_task_id("e2e")
+        body = execute_body(task_id, "note", stream=True)
+        assert (await http.post("/api/v1/execute", json=body)).status_code == 202
+        await wait_for_state(http, task_id, "awaiting_approval")
+        following = asyncio.create_task(sse(http, f"/api/v1/events/{task_id}?deltas=true"))
+        await until(lambda: server.stream_followers == 2)
+        await approve(http, task_id)
+        streamed = await asyncio.wait_for(following, TIMEOUT)
+    # The second turn's text came in fragments, then whole in its `agent.llm.responded`.
+    fragments = [
+        e["data"]["data"]
+        for e in streamed
+        if e["event"] == LLM_DELTA and e["data"]["data"]["iteration"] == 2
+    ]
+    [responded] = [
+        e["data"]["data"]
+        for e in streamed
+        if e["event"] == EventType.LLM_RESPONDED and e["data"]["data"]["iteration"] == 2
+    ]
+    assert len(fragments) > 1
+    # Deltas are best-effort (their own destination): the last may come after the task's end.
+    assert responded["message"]["content"].startswith("".join(f["text"] for f in fragments))
+    assert streamed[-1]["event"] == EventType.EXECUTION_COMPLETED
