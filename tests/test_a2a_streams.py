@@ -14,7 +14,6 @@ from a2a.helpers import get_message_text
 from a2a.types.a2a_pb2 import (
     ListTasksRequest,
     Message,
-    SendMessageConfiguration,
     SendMessageRequest,
     SubscribeToTaskRequest,
     TaskState,
@@ -88,18 +87,6 @@ async def test_subscribe_streams_the_turns_text_as_artifact_updates(
     assert text.startswith("note result: saved")  # the turn's whole, authoritative text
     assert updates[-1].artifact.artifact_id == "final_message"
     assert responses[-1].status_update.status.state == COMPLETED
-
-
-async def test_a_blocking_send_asks_for_no_deltas_and_shows_none(
-    gateway: GatewayServer, client: Client
-) -> None:
-    request = SendMessageRequest(
-        message=user_message("hi", model="one-turn"),
-        configuration=SendMessageConfiguration(return_immediately=False),
-    )
-    responses = await collect(client.send_message(request))
-    updates = [r.artifact_update for r in responses if r.HasField("artifact_update")]
-    assert [u.artifact.artifact_id for u in updates] == ["final_message"]
 
 
 async def completed_in(client: Client, context_id: str, count: int) -> list[str]:
