@@ -4,17 +4,20 @@ import asyncio
 import dataclasses
 import logging
 import os
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from temporalio.api.workflowservice.v1 import GetSystemInfoRequest
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.converter import DataConverter, DefaultFailureConverterWithEncodedAttributes
-from temporalio.service import TLSConfig
+from temporalio.service import RPCError, TLSConfig
 
 from temporal_executor.schemas.config import Settings, TlsSettings
 from temporal_executor.tasks.payload_encryption import encryption_codec
 from temporal_executor.tasks.payload_storage import external_storage
+from temporal_executor.telemetry.tracing import temporal_interceptors
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +62,9 @@ def connect_options(settings: Settings) -> dict[str, Any]:
         # An API key travels only over TLS (Temporal Cloud refuses it otherwise).
         "tls": tls_config(temporal.tls) or api_key is not None,
         "data_converter": data_converter(settings),
+        # With tracing on: spans for starts, updates, workflows and activities, and the
+        # trace context carried through Temporal (a worker gets it from this client too).
+        "interceptors": temporal_interceptors(),
     }
 
 
@@ -86,6 +92,17 @@ def _read(path: str | None) -> bytes | None:
     except OSError as exc:
         msg = f"temporal.tls: cannot read {path}: {exc}"
         raise TemporalConfigError(msg) from exc
+
+
+async def temporal_problem(client: Client, host_port: str, seconds: float = 2.0) -> str | None:
+    """None when Temporal answers now (readiness probes); else what is wrong."""
+    try:
+        await client.workflow_service.get_system_info(
+            GetSystemInfoRequest(), retry=False, timeout=timedelta(seconds=seconds)
+        )
+    except RPCError as exc:
+        return f"Temporal at {host_port}: {exc.status.name}: {exc.message}"
+    return None
 
 
 async def connect_with_retry(settings: Settings, stop: asyncio.Event) -> Client | None:

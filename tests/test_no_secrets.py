@@ -2,7 +2,8 @@
 wire-format servers) and on both MCP transports, with recognisable credentials, including
 a provider that quotes the credential back in its error and an MCP tool that echoes its
 Authorization header. None of the credentials may appear in what leaves the process:
-workflow history, published events, dead letters, logs, or the gateway's answers."""
+workflow history, published events, dead letters, logs, spans (with content capture on), or
+the gateway's answers."""
 
 import contextlib
 import json
@@ -16,13 +17,17 @@ from typing import Any
 
 import httpx
 import pytest
-from temporalio.client import Client
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from temporal_executor.dev.embedded_stack import EmbeddedStack
 from temporal_executor.gateway import GatewayServer
 from temporal_executor.logs import JsonFormatter
 from temporal_executor.schemas.config import McpServerSettings, ProviderSettings, ScriptedTurn
 from temporal_executor.schemas.event_types import EventType, workflow_id_for
+from temporal_executor.tasks.temporal_connection import connect_temporal
+from temporal_executor.telemetry import tracing
 from temporal_executor.worker.redaction import redact, redact_known_in, remember
 from tests.fakes._script import ErrorReply
 from tests.fakes.llm_servers import (
@@ -99,6 +104,7 @@ class World:
     service: ServiceHarness
     servers: dict[str, Any]
     logs: Capture
+    spans: InMemorySpanExporter
     gateway_url: str
     seen: list[str] = field(default_factory=list)  # gateway answers
 
@@ -148,12 +154,37 @@ def new_fake(kind: str) -> Any:
     return FakeGeminiServer(access_token=secret)
 
 
+@contextlib.contextmanager
+def captured_spans() -> Iterator[InMemorySpanExporter]:
+    """Every span, with message and tool content captured: the most a trace can hold."""
+    spans = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(spans))
+    tracing.use_tracer_provider(provider, set_global=False)
+    tracing.set_capture_content(True)
+    try:
+        yield spans
+    finally:
+        tracing.set_capture_content(False)
+        tracing.stop_using_tracer_provider()
+
+
+def span_text(span: ReadableSpan) -> str:
+    events = [(e.name, dict(e.attributes or {})) for e in span.events]
+    status = span.status.description or ""
+    return f"{span.name} {dict(span.attributes or {})} {status} {events}"
+
+
 @pytest.fixture(scope="module")
 async def world(
-    embedded_stack: EmbeddedStack, temporal_client: Client, tmp_path_factory: pytest.TempPathFactory
+    embedded_stack: EmbeddedStack, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[World]:
     tmp = tmp_path_factory.mktemp("no-secrets")
-    with contextlib.ExitStack() as stack, pytest.MonkeyPatch.context() as env:
+    with (
+        contextlib.ExitStack() as stack,
+        pytest.MonkeyPatch.context() as env,
+        captured_spans() as spans,
+    ):
         for name, value in SECRETS.items():
             env.setenv(ENV[name], value)
         env.setenv(ENV["mcp_http"], f"Bearer {SECRETS['mcp_http']}")
@@ -191,12 +222,13 @@ async def world(
             update={"port": 0, "auth_token_env": ENV["gateway"]}
         )
         with captured_logs() as logs:
-            service = ServiceHarness(settings, temporal_client)
+            client = await connect_temporal(settings)  # with the tracing interceptor
+            service = ServiceHarness(settings, client)
             await service.start()
-            gateway = GatewayServer(settings, temporal_client)
+            gateway = GatewayServer(settings, client)
             await gateway.start()
             try:
-                yield World(service, servers, logs, gateway.url)
+                yield World(service, servers, logs, spans, gateway.url)
             finally:
                 await gateway.stop()
                 await service.stop()
@@ -227,6 +259,7 @@ async def everything_published_and_kept(world: World, task_ids: list[str]) -> st
         parts.append(message.value.decode(errors="replace"))
         parts.extend(f"{k}={v!r}" for k, v in message.headers)
     parts += world.logs.lines + world.seen
+    parts += [span_text(span) for span in world.spans.get_finished_spans()]
     return "\n".join(parts)
 
 
@@ -251,6 +284,9 @@ async def test_no_provider_credential_leaves_the_process(world: World, kind: str
     sent = [r for r in server.requests if any(r.header(h) for h in CREDENTIAL_HEADERS)]
     assert sent
     assert any(SECRETS[kind] in (r.header(h) or "") for r in sent for h in CREDENTIAL_HEADERS)
+    # Spans were recorded, the messages in them (content capture on).
+    chats = [s for s in world.spans.get_finished_spans() if s.name == f"chat {MODELS[kind]}"]
+    assert any("gen_ai.input.messages" in (s.attributes or {}) for s in chats)
     assert leaked(await everything_published_and_kept(world, [ok, refused])) == []
 
 
