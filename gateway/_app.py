@@ -1,5 +1,6 @@
 """The gateway's ASGI app: REST API, A2A (JSON-RPC and agent card), health, OpenAPI docs."""
 
+import asyncio
 import logging
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
@@ -22,6 +23,7 @@ from a2a.utils.constants import AGENT_CARD_WELL_KNOWN_PATH, PROTOCOL_VERSION_1_0
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.exceptions import HTTPException
 from starlette.routing import Route
 
@@ -36,6 +38,8 @@ from temporal_executor.gateway._streams import TaskStreams
 from temporal_executor.schemas.config import Settings
 from temporal_executor.tasks.errors import TaskError, TemporalUnavailable
 from temporal_executor.tasks.service import TaskService
+from temporal_executor.telemetry.temporal_sdk import exposition
+from temporal_executor.telemetry.tracing import exporting, tracer_provider
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +82,12 @@ def create_app(
         body = Health(status="unavailable", detail=problem)
         return JSONResponse(body.model_dump(), status_code=503)
 
+    @app.get("/metrics", tags=["health"], summary="Prometheus metrics (README, Operations)")
+    async def prometheus_metrics() -> Response:
+        # Off the event loop: it reads the Temporal SDK's metrics over loopback HTTP.
+        body = await asyncio.to_thread(exposition)
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
+
     @app.get(AGENT_CARD_WELL_KNOWN_PATH, tags=["A2A: Agent Card"], summary="The A2A agent card")
     async def card(request: Request) -> Response:
         base = settings.gateway.public_url or str(request.base_url)
@@ -109,6 +119,14 @@ def create_app(
     app.add_middleware(EchoExtensions, supported=frozenset({HITL_EXTENSION_URI}))
     if token is not None:
         app.add_middleware(BearerAuth, token=token)  # outermost: before anything else runs
+    if exporting():
+        # A server span per call (named by route, continuing the caller's `traceparent`);
+        # a task started under it carries the trace into its workflow and events.
+        from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+
+        FastAPIInstrumentor.instrument_app(
+            app, tracer_provider=tracer_provider(), excluded_urls="healthz,readyz,metrics"
+        )
     return app
 
 
