@@ -41,6 +41,17 @@ def point_at_stack(settings: Settings, stack: EmbeddedStack) -> Settings:
     return updated
 
 
+def with_local_payload_store(settings: Settings, data_dir: Path) -> Settings:
+    """Unless config names a store, the embedded stack keeps large payloads (README,
+    "Conversations of any size") in its data directory: one host, every process sees it."""
+    if settings.payload_storage.store != "none":
+        return settings
+    updated = settings.model_copy(deep=True)
+    updated.payload_storage.store = "local"
+    updated.payload_storage.local.directory = str(data_dir / "payloads")
+    return updated
+
+
 async def run_dev(
     settings: Settings,
     stop: asyncio.Event,
@@ -67,7 +78,7 @@ async def run_dev(
         extra_args={"temporal": ["--ui-port", str(ports.ui)]},
     )
     async with stack:
-        settings = point_at_stack(settings, stack)
+        settings = with_local_payload_store(point_at_stack(settings, stack), data_dir)
         settings.gateway.host, settings.gateway.port = "127.0.0.1", ports.gateway
         gateway = GatewayServer(settings)
         await gateway.start()  # raises `CannotStart` (port taken) before anything else runs
