@@ -33,6 +33,7 @@ from temporal_executor.schemas.task import (
 )
 from temporal_executor.worker.activity_declarations import AgentActivityDeclarations
 from temporal_executor.worker.errors import WorkerError
+from temporal_executor.worker.instrumentation import llm_call, tool_call
 from temporal_executor.worker.llm.registry import ProviderRegistry
 from temporal_executor.worker.publisher import EventPublisher
 from temporal_executor.worker.tools.registry import ToolRegistry
@@ -134,7 +135,13 @@ class AgentActivities(AgentActivityDeclarations):
             error=error,
         )
 
+    def provider_kind(self, name: str) -> str | None:
+        """The kind of the configured provider `name` (anthropic, vertex_gemini, ...)."""
+        settings = self._llm.provider(name)
+        return settings.kind if settings is not None else None
+
     @activity.defn(name="call_llm")
+    @llm_call(provider_kind)
     async def call_llm(self, call: LlmCallInput) -> LlmCallResult:
         try:
             provider = self._providers.get(call.selection.provider)
@@ -149,6 +156,7 @@ class AgentActivities(AgentActivityDeclarations):
         return result
 
     @activity.defn(name="run_tool")
+    @tool_call
     async def run_tool(self, call: ToolCallInput) -> ToolCallResult:
         tool = self._tools.get(call.tool_call.name)
         if tool is None:
