@@ -52,7 +52,7 @@ class Outcome:
 
 
 # What a refusal of the task service means for the message that asked.
-_DEAD_LETTER_REASONS: dict[type[TaskError], str] = {
+DEAD_LETTER_REASONS: dict[type[TaskError], str] = {
     InvalidRequest: DeadLetterReason.INVALID_DATA,
     ApproverNotAllowed: DeadLetterReason.APPROVER_NOT_ALLOWED,
     TaskNotFound: DeadLetterReason.TASK_NOT_RUNNING,
@@ -73,7 +73,7 @@ class Router:
         except TemporalUnavailable as exc:
             raise RetryLater(exc.message) from exc
         except TaskError as exc:
-            reason = _DEAD_LETTER_REASONS.get(type(exc))
+            reason = DEAD_LETTER_REASONS.get(type(exc))
             if reason is None:  # not a refusal of the request: a bug, retried as one
                 raise
             dead = DeadLetter(reason, exc.message)

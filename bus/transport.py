@@ -1,7 +1,8 @@
 """The one interface between the service and a message bus.
 
-Kafka (`kafka_transport`) and NATS JetStream (`nats_transport`) each implement
-`Transport`; nothing else in the project imports aiokafka or nats. A transport owns
+Kafka (`bus/kafka/`) and NATS JetStream (`bus/nats/`) each implement
+`Transport` (on the skeleton in `bus/_base.py`); nothing else in the project imports
+aiokafka or nats (tests/test_architecture.py holds that). A transport owns
 its CloudEvents binding, so callers hand it and get from it `CloudEvent` objects.
 """
 

@@ -464,6 +464,14 @@ class PayloadStorageSettings(StrictModel):
     local: LocalPayloadStore = Field(default_factory=LocalPayloadStore)
     s3: S3PayloadStore = Field(default_factory=S3PayloadStore)
 
+    @property
+    def max_payload_bytes(self) -> int:
+        """The largest payload a workflow may hand Temporal: the server's 2 MB limit (less
+        headroom for the envelope) when payloads stay inline, else the S3 driver's 50 MiB."""
+        if self.store == "none":
+            return 2 * 1024 * 1024 - 16 * 1024
+        return 50 * 1024 * 1024
+
     @model_validator(mode="after")
     def _s3_has_a_bucket(self) -> "PayloadStorageSettings":
         if self.store == "s3" and not self.s3.bucket:

@@ -62,7 +62,9 @@ class AgentActivities(AgentActivityDeclarations):
         providers: ProviderRegistry,
         tools: ToolRegistry,
         publisher: EventPublisher,
+        max_payload_bytes: int | None = None,
     ) -> None:
+        self._max_payload_bytes = max_payload_bytes
         self._executor = executor
         self._llm = llm
         self._providers = providers
@@ -124,6 +126,7 @@ class AgentActivities(AgentActivityDeclarations):
             tool_max_attempts=executor.tool_max_attempts,
             publish_timeout_seconds=executor.publish_timeout_seconds,
             continue_as_new_after_events=executor.continue_as_new_after_events,
+            max_payload_bytes=self._max_payload_bytes,
             max_tool_errors=min(
                 request.max_tool_errors or executor.max_tool_errors, executor.max_tool_errors
             ),

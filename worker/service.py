@@ -39,6 +39,7 @@ def build_activities(
         providers=providers,
         tools=ToolRegistry(settings.tools, tool_sources),
         publisher=publisher,
+        max_payload_bytes=settings.payload_storage.max_payload_bytes,
     )
     return activities, publisher, providers
 
