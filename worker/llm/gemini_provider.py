@@ -63,13 +63,20 @@ GENERATED_ID_PREFIX = "gemini-"
 
 def _transport_errors() -> tuple[type[Exception], ...]:
     """Connection errors and timeouts of whichever HTTP library google-genai runs on
-    (httpx2, or httpx), which it raises as they are."""
+    (httpx2 or httpx; aiohttp whenever it is installed, e.g. with aioboto3 for S3 payload
+    storage), which it raises as they are."""
     found: list[type[Exception]] = []
-    for name in ("httpx2", "httpx"):
+    for module, name in (("httpx2", "TransportError"), ("httpx", "TransportError")):
         try:
-            found.append(importlib.import_module(name).TransportError)
+            found.append(getattr(importlib.import_module(module), name))
         except ImportError:  # pragma: no cover - depends on what else is installed
             continue
+    try:
+        import aiohttp
+
+        found += [aiohttp.ClientConnectionError, aiohttp.ServerTimeoutError]
+    except ImportError:  # pragma: no cover - depends on what else is installed
+        pass
     return tuple(found)
 
 
