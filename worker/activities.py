@@ -7,7 +7,7 @@ is the `error.type` the task fails with; only retryable ones are retried by Temp
 
 import asyncio
 import json
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
@@ -58,8 +58,11 @@ class AgentActivities:
         providers: ProviderRegistry,
         tools: ToolRegistry,
         publisher: EventPublisher,
+        approvers_for: Callable[[str], list[str] | None] = lambda _tool: None,
     ) -> None:
         self._executor = executor
+        # Who may approve a tool's calls (`Settings.approvers_for`); None: anyone.
+        self._approvers_for = approvers_for
         self._llm = llm
         self._providers = providers
         self._tools = tools
@@ -108,6 +111,11 @@ class AgentActivities:
             tools=specs,
             approval=ApprovalPolicy(
                 tools=approval_needed,
+                approvers={
+                    name: approvers
+                    for name in approval_needed
+                    if (approvers := self._approvers_for(name)) is not None
+                },
                 timeout_seconds=executor.approval_timeout_seconds,
                 approve_on_timeout=executor.approve_on_timeout,
             ),

@@ -37,6 +37,7 @@ def build_activities(
         providers=providers,
         tools=ToolRegistry(settings.tools, tool_sources),
         publisher=publisher,
+        approvers_for=settings.approvers_for,
     )
     return activities, publisher, providers
 
