@@ -125,7 +125,9 @@ class TenantSettings(StrictModel):
     """
 
     key: str | None = Field(default=None, pattern=r"^(source|[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*)$")
-    max_in_flight: int = Field(default=32, ge=1)
+    # Small: a tenant's share is what keeps the next start RPC's queue at Temporal short (a
+    # tenant capped at 8 still kept a local dev server saturated: bench/tenants.py).
+    max_in_flight: int = Field(default=8, ge=1)
     read_ahead: int = Field(default=1024, ge=0)
 
 
