@@ -18,7 +18,8 @@ class InvalidRequest(TaskError):
 
 
 class ApproverNotAllowed(TaskError):
-    """The approver is not in `bridge.allowed_approvers`: ask an allowed one, or change config."""
+    """The approver may not approve this tool (`approvals.tools`, `approvals.mcp_servers`,
+    `bridge.allowed_approvers`): ask an allowed one, or change config."""
 
 
 class TaskNotFound(TaskError):

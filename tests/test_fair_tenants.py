@@ -10,7 +10,6 @@ keep their order (each waits for an approval, and ends cancelled: no cancel came
 import asyncio
 from collections import Counter
 from collections.abc import AsyncIterator
-from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -27,7 +26,7 @@ from temporal_executor.schemas.cloudevent import CloudEvent
 from temporal_executor.schemas.config import Settings
 from temporal_executor.schemas.event_types import EventType
 from temporal_executor.schemas.task import BusName
-from temporal_executor.tasks.temporal_gateway import TemporalGateway
+from temporal_executor.tasks.service import TaskService
 from tests.harness import BUSES, ServiceHarness, new_task_id, service_settings
 
 pytestmark = pytest.mark.parametrize("bus", BUSES)
@@ -80,10 +79,7 @@ async def test_a_flood_from_one_tenant_leaves_slots_for_the_others(
     settings = fair.settings
     transport = create_transport(bus, settings.bus, max_in_flight=window_size(settings.bridge))
     await transport.start()
-    router = HoldingRouter(
-        TemporalGateway(temporal_client, settings.temporal.task_queue, timedelta(seconds=10)),
-        settings,
-    )
+    router = HoldingRouter(TaskService(settings, temporal_client), settings)
     run = asyncio.create_task(Dispatcher(transport, router, settings.bridge).run())
     producer, watcher = fair.producers[bus], fair.watchers[bus]
     try:
