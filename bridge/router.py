@@ -13,6 +13,7 @@ from pydantic import BaseModel
 from temporal_executor.bus.errors import DeadLetter, DeadLetterReason, RetryLater
 from temporal_executor.bus.transport import InboundMessage, Transport
 from temporal_executor.schemas.cloudevent import (
+    APPROVALSIG_EXTENSION,
     REPLYTO_EXTENSION,
     TRACEPARENT_EXTENSION,
     TRACESTATE_EXTENSION,
@@ -21,10 +22,10 @@ from temporal_executor.schemas.cloudevent import (
 from temporal_executor.schemas.config import Settings
 from temporal_executor.schemas.event_types import EventType
 from temporal_executor.schemas.requests import ApprovalReplied, CancelRequested, ExecutionRequested
-from temporal_executor.schemas.task import ApprovalDecision
 from temporal_executor.tasks.errors import (
     ApproverNotAllowed,
     InvalidRequest,
+    InvalidSignature,
     TaskError,
     TaskNotFound,
     TaskNotRunning,
@@ -42,6 +43,7 @@ M = TypeVar("M", bound=BaseModel)
 _DEAD_LETTER_REASONS: dict[type[TaskError], str] = {
     InvalidRequest: DeadLetterReason.INVALID_DATA,
     ApproverNotAllowed: DeadLetterReason.APPROVER_NOT_ALLOWED,
+    InvalidSignature: DeadLetterReason.INVALID_SIGNATURE,
     TaskNotFound: DeadLetterReason.TASK_NOT_RUNNING,
     TaskNotRunning: DeadLetterReason.TASK_NOT_RUNNING,
     UnknownApproval: DeadLetterReason.UNKNOWN_APPROVAL,
@@ -78,8 +80,8 @@ class Router:
             await self._tasks.cancel(cancel.task_id, cancel.reason)
         elif event.type == EventType.APPROVAL_REPLIED:
             reply = _validated(ApprovalReplied, event.data, event)
-            decision = ApprovalDecision.model_validate(reply.model_dump(exclude={"task_id"}))
-            await self._tasks.approve(reply.task_id, decision)
+            signature = event.extension(APPROVALSIG_EXTENSION)
+            await self._tasks.approve_reply(reply, event_id=event.id, signature=signature)
         else:
             detail = (
                 f"unknown event type {event.type!r}; expected one of "

@@ -26,6 +26,7 @@ from starlette.exceptions import HTTPException
 from temporal_executor.gateway._a2a import TaskRequestHandler
 from temporal_executor.gateway._errors import GatewayError, http_answer
 from temporal_executor.gateway._hitl import HITL_EXTENSION_URI
+from temporal_executor.gateway._identity import Authenticator
 from temporal_executor.gateway._middleware import BearerAuth, EchoExtensions
 from temporal_executor.gateway._models import ErrorBody, Health
 from temporal_executor.gateway._rest import TaskRoutes, request_schemas
@@ -43,7 +44,9 @@ BEARER_SCHEME = "bearer"
 def create_app(
     settings: Settings, tasks: TaskService, streams: TaskStreams, *, token: str | None
 ) -> FastAPI:
-    """The app for `tasks`; with a `token`, every call but health, docs and the card needs it."""
+    """The app for `tasks`. With a `token` (the shared one) or identities in config
+    (`gateway.tokens`, `gateway.jwt`), every call but health, docs and the card needs one."""
+    authenticator = Authenticator(settings.gateway, token)
     app = FastAPI(
         title="temporal-executor gateway",
         version=_version(),
@@ -77,7 +80,7 @@ def create_app(
     @app.get(AGENT_CARD_WELL_KNOWN_PATH, tags=["A2A: Agent Card"], summary="The A2A agent card")
     async def card(request: Request) -> JSONResponse:
         base = settings.gateway.public_url or str(request.base_url)
-        found = agent_card(settings, base.rstrip("/"), bearer=token is not None)
+        found = agent_card(settings, base.rstrip("/"), bearer=authenticator.enabled)
         return JSONResponse(agent_card_to_dict(found))
 
     handler = TaskRequestHandler(
@@ -99,8 +102,9 @@ def create_app(
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_middleware(EchoExtensions, supported=frozenset({HITL_EXTENSION_URI}))
-    if token is not None:
-        app.add_middleware(BearerAuth, token=token)  # outermost: before anything else runs
+    if authenticator.enabled:
+        # Outermost: before anything else runs.
+        app.add_middleware(BearerAuth, authenticator=authenticator)
     return app
 
 
