@@ -12,7 +12,9 @@
   or a JWT verified against a public key or a JWKS file), never a field of the body.
 """
 
+import asyncio
 import json
+import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -24,6 +26,7 @@ import pytest
 from a2a.types.a2a_pb2 import SendMessageRequest
 from temporalio.client import Client
 
+from temporal_executor import commands
 from temporal_executor.bus.transport import InboundMessage
 from temporal_executor.dev.embedded_stack import EmbeddedStack
 from temporal_executor.gateway import GatewayServer
@@ -352,3 +355,78 @@ async def test_over_a2a_the_approver_is_whom_the_bearer_token_names(
     end = await signed_service.watchers["kafka"].wait_for_end(task_id)
     resolved = [e.data for e in end if e.type == EventType.APPROVAL_RESOLVED]
     assert [(r["approved"], r["approver"]) for r in resolved] == [(True, "bob")]
+
+
+# -- The CLI: `approve --key` and `sign-approval` for kcat / nats by hand ---------------------
+
+
+async def test_the_cli_signs_what_it_sends(
+    signed_service: ServiceHarness, signers: Signers, capsys: pytest.CaptureFixture[str]
+) -> None:
+    harness = signed_service
+    task_id, approval_id = await waiting_task(harness, "kafka", "cli")
+    signer = ReplySigner.from_file(signers.alice.private_file)
+    code = await commands.approve(
+        harness.settings,
+        task_id,
+        approval_id,
+        approved=True,
+        reason=None,
+        approver="alice",
+        signer=signer,
+    )
+    assert code == 0
+    assert "signed EdDSA as alice" in capsys.readouterr().out
+    end = await harness.watchers["kafka"].wait_for_end(task_id)
+    resolved = [e.data for e in end if e.type == EventType.APPROVAL_RESOLVED]
+    assert [(r["approved"], r["approver"]) for r in resolved] == [(True, "alice")]
+
+
+async def sign_approval_command(*args: str) -> str:
+    """`temporal-executor sign-approval ARGS` as a person runs it; its stdout."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "temporal_executor",
+        "sign-approval",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await process.communicate()
+    assert process.returncode == 0, err.decode()
+    return out.decode().strip()
+
+
+async def test_sign_approval_prints_a_reply_nats_can_publish_as_it_is(
+    signed_service: ServiceHarness, signers: Signers
+) -> None:
+    harness = signed_service
+    task_id, approval_id = await waiting_task(harness, "nats", "by-hand")
+    args = [task_id, approval_id, "--deny", "--reason", "not now"]
+    args += ["--key", str(signers.bot_secret), "--signer", "slackbot", "--approver", "bob"]
+    line = await sign_approval_command(*args, "--event")
+    # What `nats pub <subject> "$line" -H Content-Type:application/cloudevents+json` sends.
+    transport = harness.producers["nats"].transport
+    event = transport.decode(
+        InboundMessage(
+            transport.approval_replies_destination(task_id),
+            None,
+            line.encode(),
+            (("Content-Type", b"application/cloudevents+json"),),
+        )
+    )
+    await transport.publish(transport.approval_replies_destination(task_id), event)
+    end = await harness.watchers["nats"].wait_for_end(task_id)
+    resolved = [e.data for e in end if e.type == EventType.APPROVAL_RESOLVED]
+    assert [(r["approved"], r["approver"], r["reason"]) for r in resolved] == [
+        (False, "bob", "not now")
+    ]
+    # Without --event: the signature alone, for a given event id.
+    signature = await sign_approval_command(*args, "--event-id", "my-reply-1")
+    claims = jwt.decode(signature, signers.bot_secret.read_bytes().strip(), algorithms=["HS256"])
+    assert (claims["event_id"], claims["approver"], claims["approved"]) == (
+        "my-reply-1",
+        "bob",
+        False,
+    )
