@@ -287,6 +287,25 @@ class ExecutorSettings(StrictModel):
     max_result_bytes: int = Field(default=256 * 1024, ge=1024, le=1_500_000)
     # A task continues as new once its history has this many events, keeping its messages.
     continue_as_new_after_events: int = Field(default=10_000, ge=100)
+    max_tool_errors: int = Field(
+        default=3,
+        ge=1,
+        description="A task fails once its model makes this many mistaken tool calls in a "
+        "row (arguments not JSON or not fitting the tool, a tool it may not call, input the "
+        "tool rejects); until then each goes back to the model as an error result. A request "
+        "may set fewer.",
+    )
+    max_parallel_tools: int = Field(
+        default=8,
+        ge=1,
+        description="The tool calls of one LLM turn that run at once; the others wait.",
+    )
+    max_total_tokens: int | None = Field(
+        default=None,
+        ge=1,
+        description="Token budget (input + output, all turns) of a task that sets none; "
+        "null: no budget.",
+    )
 
 
 ProviderKind = Literal[
