@@ -366,7 +366,7 @@ class AgentExecutionWorkflow:
             approval_id=approval_id,
             tool_call=call,
             expires_at=expires_at,
-            approvers=plan.approval.approvers.get(call.name),
+            approvers=self._planned.approval.approvers.get(call.name),
         )
         self._state = "awaiting_approval"
         await self._emit(
