@@ -1,8 +1,8 @@
 """`python -m bench.tenants`: does one tenant's flood delay another tenant's starts?
 
-A real bridge process on the embedded stack (no worker: a start is the bridge's work, and
-`agent.execution.started` is the bridge's early copy). Tenant B sends `--samples` requests
-at `--rate` per second and we time each one from publish to its `agent.execution.started`:
+A real bridge process on the embedded stack (no worker: a start is the bridge's work).
+Tenant B sends `--samples` requests at `--rate` per second and we time each one from
+publish to its workflow's start as Temporal recorded it:
 
 - alone: B's usual start latency;
 - flood, no cap: tenant A published `--flood` requests just before B's (no `bridge.tenants`);
@@ -22,13 +22,22 @@ import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
+from temporalio.client import Client
+from temporalio.service import RPCError, RPCStatusCode
+
 from bench import procs
-from bench.latency import EventClock
-from bench.load import PUBLISH_CONCURRENCY, request_event, run_concurrently
+from bench.load import (
+    PUBLISH_CONCURRENCY,
+    connect,
+    request_event,
+    run_concurrently,
+    start_times,
+)
 from bench.run import bus_client, one_bus_settings
 from temporal_executor.bus.transport import Transport
 from temporal_executor.dev.embedded_stack import EmbeddedStack
 from temporal_executor.schemas.cloudevent import CloudEvent
+from temporal_executor.schemas.event_types import workflow_id_for
 
 TIMEOUT = 300.0
 
@@ -47,8 +56,8 @@ async def publish_flood(transport: Transport, task_ids: list[str]) -> None:
     await run_concurrently(task_ids, publish, PUBLISH_CONCURRENCY)
 
 
-async def tenant_b(transport: Transport, clock: EventClock, k: int, rate: float) -> list[float]:
-    """Publish → started, in ms, of `k` requests of tenant B sent at `rate` per second."""
+async def tenant_b(transport: Transport, client: Client, k: int, rate: float) -> list[float]:
+    """Publish → start, in ms, of `k` requests of tenant B sent at `rate` per second."""
     sent: dict[str, float] = {}
     prefix = f"b{uuid.uuid4().hex[:6]}"
     began = time.monotonic()
@@ -61,42 +70,53 @@ async def tenant_b(transport: Transport, clock: EventClock, k: int, rate: float)
         await transport.publish(
             transport.requests_destination(task_id), tenant_request(task_id, "B")
         )
-    await started(clock, list(sent))
-    return [(clock.started[t] - s) * 1000 for t, s in sent.items()]
+    return [(await start_time(client, t) - s) * 1000 for t, s in sent.items()]
 
 
-async def started(clock: EventClock, task_ids: list[str], bridge: procs.Proc | None = None) -> None:
+async def start_time(client: Client, task_id: str) -> float:
+    """When Temporal started the task's workflow (waits for the start)."""
+    handle = client.get_workflow_handle(workflow_id_for(task_id))
     deadline = time.monotonic() + TIMEOUT
-    while not all(t in clock.started for t in task_ids):
-        if bridge is not None:
-            bridge.check_alive()
-        if time.monotonic() > deadline:
-            msg = f"{sum(t not in clock.started for t in task_ids)} tasks never started"
-            raise TimeoutError(msg)
-        await asyncio.sleep(0.05)
+    while True:
+        try:
+            started = (await handle.describe()).start_time
+        except RPCError as exc:
+            if exc.status != RPCStatusCode.NOT_FOUND or time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.1)
+            continue
+        return started.timestamp()
 
 
 async def phase(
-    stack: EmbeddedStack, args: argparse.Namespace, workdir: Path, *, flood: int, cap: int | None
+    stack: EmbeddedStack,
+    client: Client,
+    args: argparse.Namespace,
+    workdir: Path,
+    *,
+    flood: int,
+    cap: int | None,
 ) -> tuple[list[float], float]:
     settings = one_bus_settings(stack, workdir, args.bus, 100)
     if cap is not None:
         settings.bridge.tenants.key = "metadata.tenant"
         settings.bridge.tenants.max_in_flight = cap
-    async with bus_client(settings, args.bus) as transport, EventClock(transport) as clock:
+    async with bus_client(settings, args.bus) as transport:
         name = f"{args.bus}-flood{flood}-cap{cap}"
         bridge = procs.service("bridge", settings, workdir, name)
         await bridge.start()
         try:
             warm = f"w{uuid.uuid4().hex[:6]}"
             await transport.publish(transport.requests_destination(warm), request_event(warm))
-            await started(clock, [warm], bridge)
-            flood_ids = [f"a{uuid.uuid4().hex[:6]}-{i}" for i in range(flood)]
+            await start_time(client, warm)
+            prefix = f"a{uuid.uuid4().hex[:6]}"
             began = time.time()
-            await publish_flood(transport, flood_ids)
-            b = await tenant_b(transport, clock, args.samples, args.rate)
-            await started(clock, flood_ids, bridge)
-            flood_seconds = max((clock.started[t] for t in flood_ids), default=began) - began
+            await publish_flood(transport, [f"{prefix}-{i}" for i in range(flood)])
+            b = await tenant_b(transport, client, args.samples, args.rate)
+            bridge.check_alive()
+            queue = settings.temporal.task_queue
+            starts = await start_times(client, queue, flood + 1 + args.samples, prefix=prefix)
+            flood_seconds = max(starts, default=began) - began
         finally:
             await bridge.stop()
     return b, flood_seconds
@@ -110,10 +130,11 @@ def summary(samples: list[float]) -> str:
 async def run(args: argparse.Namespace) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="bench-tenants-"))
     async with EmbeddedStack(("temporal", args.bus), headless=True) as stack:
-        alone, _ = await phase(stack, args, workdir, flood=0, cap=None)
+        client = await connect(stack.temporal_address)
+        alone, _ = await phase(stack, client, args, workdir, flood=0, cap=None)
         print(f"{args.bus}: tenant B alone                       {summary(alone)}", flush=True)
         for cap in [None, *args.caps]:
-            b, seconds = await phase(stack, args, workdir, flood=args.flood, cap=cap)
+            b, seconds = await phase(stack, client, args, workdir, flood=args.flood, cap=cap)
             label = f"cap {cap:3d} of 128" if cap is not None else "no tenant cap "
             print(
                 f"{args.bus}: B during A's flood, {label}  {summary(b)}"
