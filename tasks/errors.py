@@ -46,3 +46,8 @@ class TemporalUnavailable(TaskError):
 class InvalidSignature(TaskError):
     """An approval reply's signature is missing where config requires one, or does not
     prove the reply (wrong key, expired, another approval or event): nothing changed."""
+
+
+class KeyConfigError(TaskError):
+    """A key, secret or token that config names is missing or unreadable (raised at start,
+    never per message): fix config or the file."""

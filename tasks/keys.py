@@ -16,13 +16,12 @@ from jwt import PyJWK, PyJWKSet
 from jwt.exceptions import PyJWKError, PyJWKSetError
 
 from temporal_executor.schemas.config import KeySource
+from temporal_executor.tasks.errors import KeyConfigError
+
+__all__ = ["KeyConfigError", "hmac_secret", "jwks_keys", "public_key", "read_source"]
 
 # HS256 wants a key at least as long as its hash (RFC 7518, 3.2).
 MIN_HMAC_SECRET_BYTES = 32
-
-
-class KeyConfigError(ValueError):
-    """A key or secret config names is missing or unreadable: fix config or the file."""
 
 
 def read_source(source: KeySource) -> bytes:

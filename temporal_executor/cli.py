@@ -27,6 +27,7 @@ from temporal_executor.dev.stack import DevPorts
 from temporal_executor.schemas import json_schemas
 from temporal_executor.schemas.config import Settings
 from temporal_executor.schemas.requests import ApprovalReplied
+from temporal_executor.tasks.errors import KeyConfigError
 
 if TYPE_CHECKING:
     from temporal_executor.signing import ReplySigner
@@ -52,6 +53,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(_run(args, settings))
     except KeyboardInterrupt:
         return 130
+    except KeyConfigError as exc:  # a key, secret or token file config (or --key) names
+        print(f"temporal-executor: {exc}", file=sys.stderr)
+        return 2
 
 
 def _settings(args: argparse.Namespace) -> Settings:

@@ -8,7 +8,7 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from temporal_executor.bus.codec import encode_nats
 from temporal_executor.bus.factory import create_transport
@@ -33,7 +33,9 @@ from temporal_executor.schemas.requests import (
     ExecutionRequested,
     ModelSelection,
 )
-from temporal_executor.signing import ReplySigner
+
+if TYPE_CHECKING:
+    from temporal_executor.signing import ReplySigner
 
 DEMO_MESSAGE = "Work out 6 * 7 and save a note about it."
 
@@ -196,7 +198,7 @@ async def approve(
     approved: bool,
     reason: str | None,
     approver: str | None = None,
-    signer: ReplySigner | None = None,
+    signer: "ReplySigner | None" = None,
 ) -> int:
     reply = ApprovalReplied(
         task_id=task_id,
@@ -218,7 +220,7 @@ async def approve(
 
 
 def sign_approval(
-    reply: ApprovalReplied, signer: ReplySigner, *, event_id: str | None, whole_event: bool
+    reply: ApprovalReplied, signer: "ReplySigner", *, event_id: str | None, whole_event: bool
 ) -> int:
     """Print the `approvalsig` of a reply (or the whole signed reply, structured mode)."""
     event = approval_reply_event(reply)

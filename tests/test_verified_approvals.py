@@ -384,18 +384,22 @@ async def test_the_cli_signs_what_it_sends(
 
 async def sign_approval_command(*args: str) -> str:
     """`temporal-executor sign-approval ARGS` as a person runs it; its stdout."""
+    code, out, err = await cli_run("sign-approval", *args)
+    assert code == 0, err
+    return out
+
+
+async def cli_run(*args: str) -> tuple[int | None, str, str]:
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "temporal_executor",
-        "sign-approval",
         *args,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
     out, err = await process.communicate()
-    assert process.returncode == 0, err.decode()
-    return out.decode().strip()
+    return process.returncode, out.decode().strip(), err.decode()
 
 
 async def test_sign_approval_prints_a_reply_nats_can_publish_as_it_is(
@@ -430,3 +434,20 @@ async def test_sign_approval_prints_a_reply_nats_can_publish_as_it_is(
         "bob",
         False,
     )
+
+
+async def test_sign_approval_names_the_event_id_it_chose_and_refuses_a_bad_key(
+    signers: Signers, tmp_path: Path
+) -> None:
+    args = ["t-1", "approval-1-1", "--approver", "alice"]
+    code, signature, err = await cli_run(
+        "sign-approval", *args, "--key", str(signers.alice.private_file)
+    )
+    assert code == 0, err
+    event_id = err.strip().rsplit(" ", 1)[-1]
+    claims = jwt.decode(signature, options={"verify_signature": False})
+    assert claims["event_id"] == event_id
+    code, _, err = await cli_run("sign-approval", *args, "--key", str(tmp_path / "absent.pem"))
+    assert code == 2
+    assert "cannot read key file" in err
+    assert "Traceback" not in err
