@@ -125,8 +125,8 @@ class TenantSettings(StrictModel):
     """
 
     key: str | None = Field(default=None, pattern=r"^(source|[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*)$")
-    # Small: a tenant's share is what keeps the next start RPC's queue at Temporal short (a
-    # tenant capped at 8 still kept a local dev server saturated: bench/tenants.py).
+    # Small: what waits behind a flood is the queue of start RPCs at Temporal, about this cap
+    # divided by Temporal's starts per second (README, "Tenants"; bench/tenants.py).
     max_in_flight: int = Field(default=8, ge=1)
     read_ahead: int = Field(default=1024, ge=0)
 
