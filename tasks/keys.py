@@ -13,7 +13,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import load_pem_private_key, load_pem_public_key
 from jwt import PyJWK, PyJWKSet
-from jwt.exceptions import PyJWKError, PyJWKSetError
+from jwt.exceptions import PyJWTError
 
 from temporal_executor.schemas.config import KeySource
 from temporal_executor.tasks.errors import KeyConfigError
@@ -66,7 +66,7 @@ def public_key_from_bytes(raw: bytes, where: str) -> Any:
         if text.startswith(b"{"):
             return PyJWK(json.loads(text)).key
         return load_pem_public_key(text)
-    except (ValueError, TypeError, PyJWKError) as exc:
+    except (ValueError, TypeError, PyJWTError) as exc:
         msg = f"{where} is not a public key (PEM or JWK): {exc}"
         raise KeyConfigError(msg) from None
 
@@ -78,7 +78,7 @@ def jwks_keys(path: str) -> dict[str | None, Any]:
     except OSError as exc:
         msg = f"cannot read JWKS file {path}: {exc.strerror}"
         raise KeyConfigError(msg) from None
-    except (ValueError, PyJWKError, PyJWKSetError) as exc:
+    except (ValueError, PyJWTError) as exc:
         msg = f"JWKS file {path} holds no usable key: {exc}"
         raise KeyConfigError(msg) from None
     return {key.key_id: key.key for key in found.keys}
@@ -95,7 +95,7 @@ def signing_key(raw: bytes, where: str) -> tuple[str, Any]:
             key = PyJWK(json.loads(text)).key
         else:
             key = None
-    except (ValueError, TypeError, PyJWKError) as exc:
+    except (ValueError, TypeError, PyJWTError) as exc:
         msg = f"{where} is not a signing key (Ed25519 PEM or JWK): {exc}"
         raise KeyConfigError(msg) from None
     if key is None:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import jwt
 import pytest
+from jwt.algorithms import OKPAlgorithm
 from pydantic import ValidationError
 
 from temporal_executor.schemas.config import (
@@ -195,3 +196,55 @@ def test_approver_lists_that_name_no_server_fail_at_start() -> None:
         )
     with pytest.raises(ValidationError, match="at least 1"):
         ApprovalSettings(tools={"save_note": []})
+
+
+def test_keys_of_the_wrong_kind_fail_at_start(tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.serialization import (
+        Encoding,
+        NoEncryption,
+        PrivateFormat,
+        PublicFormat,
+    )
+
+    ec_key = ec.generate_private_key(ec.SECP256R1())
+    ec_public = tmp_path / "ec.pub.pem"
+    ec_public.write_bytes(
+        ec_key.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo)
+    )
+    with pytest.raises(KeyConfigError, match="not an Ed25519 public key"):
+        ApprovalVerifier(
+            ApprovalSettings(
+                keys={"alice": SigningKeys(public_keys=[KeySource(file=str(ec_public))])}
+            )
+        )
+    ec_private = tmp_path / "ec.pem"
+    ec_private.write_bytes(ec_key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()))
+    with pytest.raises(KeyConfigError, match="approvals are signed with Ed25519"):
+        ReplySigner.from_file(ec_private)
+    (tmp_path / "bad.jwk").write_text('{"kty": "nope"}')
+    with pytest.raises(KeyConfigError, match="not a signing key"):
+        ReplySigner.from_file(tmp_path / "bad.jwk")
+    jwk_private = tmp_path / "alice.jwk"
+    jwk_private.write_text(OKPAlgorithm.to_jwk(key_pair(tmp_path, "a").private))
+    assert ReplySigner.from_file(jwk_private).algorithm == "EdDSA"
+
+
+def test_jwks_files_that_cannot_serve(tmp_path: Path) -> None:
+    from temporal_executor.tasks.keys import jwks_keys
+
+    with pytest.raises(KeyConfigError, match="cannot read JWKS file"):
+        jwks_keys(str(tmp_path / "absent.json"))
+    (tmp_path / "empty.json").write_text('{"keys": []}')
+    with pytest.raises(KeyConfigError, match="holds no usable key"):
+        jwks_keys(str(tmp_path / "empty.json"))
+
+
+def test_a_signature_naming_no_configured_signer(tmp_path: Path) -> None:
+    verifier = ApprovalVerifier(
+        ApprovalSettings(keys={"alice": public_signer(key_pair(tmp_path, "alice"))})
+    )
+    bob = REPLY.model_copy(update={"approver": "bob"})
+    signature = ReplySigner(key_pair(tmp_path, "bob").private, "EdDSA").sign(bob, EVENT_ID)
+    with pytest.raises(InvalidSignature, match=r"no keys in approvals\.keys for signer 'bob'"):
+        verifier.verified_approver(bob, event_id=EVENT_ID, signature=signature)
