@@ -1,5 +1,6 @@
 """The gateway's ASGI app: REST API, A2A (JSON-RPC and agent card), health, OpenAPI docs."""
 
+import asyncio
 import logging
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
@@ -20,7 +21,8 @@ from a2a.types.a2a_pb2 import (
 from a2a.utils.constants import AGENT_CARD_WELL_KNOWN_PATH, PROTOCOL_VERSION_1_0, TransportProtocol
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.exceptions import HTTPException
 
 from temporal_executor.gateway._a2a import TaskRequestHandler
@@ -34,6 +36,8 @@ from temporal_executor.gateway._streams import TaskStreams
 from temporal_executor.schemas.config import Settings
 from temporal_executor.tasks.errors import TaskError, TemporalUnavailable
 from temporal_executor.tasks.service import TaskService
+from temporal_executor.telemetry.temporal_sdk import exposition
+from temporal_executor.telemetry.tracing import exporting, tracer_provider
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +81,12 @@ def create_app(
         body = Health(status="unavailable", detail=problem)
         return JSONResponse(body.model_dump(), status_code=503)
 
+    @app.get("/metrics", tags=["health"], summary="Prometheus metrics (README, Operations)")
+    async def prometheus_metrics() -> Response:
+        # Off the event loop: it reads the Temporal SDK's metrics over loopback HTTP.
+        body = await asyncio.to_thread(exposition)
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
+
     @app.get(AGENT_CARD_WELL_KNOWN_PATH, tags=["A2A: Agent Card"], summary="The A2A agent card")
     async def card(request: Request) -> JSONResponse:
         base = settings.gateway.public_url or str(request.base_url)
@@ -105,6 +115,14 @@ def create_app(
     if authenticator.enabled:
         # Outermost: before anything else runs.
         app.add_middleware(BearerAuth, authenticator=authenticator)
+    if exporting():
+        # A server span per call (named by route, continuing the caller's `traceparent`);
+        # a task started under it carries the trace into its workflow and events.
+        from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+
+        FastAPIInstrumentor.instrument_app(
+            app, tracer_provider=tracer_provider(), excluded_urls="healthz,readyz,metrics"
+        )
     return app
 
 

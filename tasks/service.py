@@ -1,36 +1,39 @@
 """The task service: what every way in (bus, HTTP, A2A) asks of Temporal, in one place.
 
-API. `TaskService(settings, client=None)` wraps the Temporal client (`client=None`:
-`connect_in_background()` connects with the bridge's backoff; until then every call raises
-`TemporalUnavailable`; `close()` stops that). `prepare(request, transport, reply_to=,
-traceparent=, tracestate=)` builds the workflow input (`AgentTaskInput`, with the route of
-its events on `transport`'s bus); `start(task, transport)` starts its workflow
-(`agent-execution-<task_id>`, id never reused) and returns False for a duplicate, else
-announces `agent.execution.started` on `transport` (`bridge.announce_started`).
-`cancel(task_id, reason)` cancels a running task. `approve(task_id, decision)` applies an
-`ApprovalDecision` as a bus reply does (first valid reply wins: a later one returns
+API. `TaskService(settings, client=None)` wraps the Temporal client (without one,
+`connect_in_background()` connects with the bridge's backoff and every call raises
+`TemporalUnavailable` until then; `close()` stops it). `prepare(request, transport,
+reply_to=, traceparent=, tracestate=)` builds the workflow input (`AgentTaskInput`, its
+events routed on `transport`'s bus); `start(task, transport)` starts the workflow
+(`agent-execution-<task_id>`, an id is never reused) and returns False for a duplicate,
+else True after announcing `agent.execution.started` on `transport`
+(`bridge.announce_started`). `cancel(task_id, reason)` cancels a running task (HTTP and A2A
+call `running_status` first, for 404 vs 409). `approve(task_id, decision)` applies an
+`ApprovalDecision` as a bus reply does (the first valid reply wins; a later one returns
 `ApprovalOutcome(applied=False)`); `approve_reply(reply, event_id=, signature=)` is a bus
 reply: its `approvalsig` checked against `approvals.keys` (`InvalidSignature`), the approver
 it proves recorded; `approve_waiting(task_id, approval_id=None, approved=, approver=,
 reason=, arguments=)` is the interactive form (HTTP, A2A, the approver being the
-authenticated caller): it checks the task runs, defaults to the approval it waits for, and
-raises when nothing changed. All check that the approver may approve the tool
-(`Settings.approvers_for`: `approvals.tools`, `approvals.mcp_servers`,
+authenticated caller): the task must run, the approval defaults to the one it waits for,
+and changing nothing raises. All check that the approver may approve the tool
+(`check_approver`, `Settings.approvers_for`: `approvals.tools`, `approvals.mcp_servers`,
 `bridge.allowed_approvers`; `ApproverNotAllowed`); the workflow's update validator has the
-last word. `status(task_id)` is the workflow's `status` query (`running_status` also
-raises for a finished task); `task_input(task_id)` decodes the input the task's current run
-started with (its request and event route) from its history; `ping()` asks Temporal for
-its system info. `validated(model, data)`
-(`tasks/validation.py`) checks inbound data. Every failure is a `TaskError`
+last word. `status(task_id)` is the workflow's
+`status` query (`running_status(task_id)` also raises once the task has ended);
+`task_input(task_id)` decodes the input of the task's current run (its request and event
+route) from its history; `ping()` asks Temporal for its system info. `validated(model,
+data)` (`tasks/validation.py`) checks inbound data. Every failure is a `TaskError`
 (`tasks/errors.py`): `InvalidRequest`, `ApproverNotAllowed`, `TaskNotFound`,
 `TaskNotRunning`, `UnknownApproval`, `InvalidSignature`, `StatusUnavailable`,
-`TemporalUnavailable` (retry later); `_rpc_error` is the one place Temporal's RPC errors
-are classified. A check on a start or an approval (signatures, budgets, tracing) belongs
-here, so that the bridge and the gateway both get it.
+`TemporalUnavailable` (retry later); `classify_rpc_error` is the one place Temporal's RPC
+errors are classified. A new check on a start or an approval (signatures, budgets, tracing)
+goes here, and the bridge and the gateway both get it; docs/architecture.md says how each
+way in answers each error.
 """
 
 import asyncio
 import logging
+import time
 from datetime import timedelta
 
 from temporalio.api.workflowservice.v1 import GetSystemInfoRequest
@@ -69,6 +72,7 @@ from temporal_executor.tasks.errors import (
     UnknownApproval,
 )
 from temporal_executor.tasks.temporal_connection import connect_with_retry
+from temporal_executor.telemetry import metrics
 
 log = logging.getLogger(__name__)
 
@@ -175,6 +179,23 @@ class TaskService:
     async def start(self, task: AgentTaskInput, transport: Transport) -> bool:
         """Start the task's workflow; False if a task with its id exists or existed (then
         nothing starts). A started task is announced on `transport`, its route's bus."""
+        began = time.perf_counter()
+        outcome = "unavailable"  # Temporal did not answer: the caller retries or says 503
+        try:
+            started = await self._start(task)
+            outcome = "started" if started else "duplicate"
+        except TemporalUnavailable:
+            raise
+        except TaskError:
+            outcome = "refused"
+            raise
+        finally:
+            metrics.TASK_START_DURATION.labels(outcome).observe(time.perf_counter() - began)
+        if started and self._settings.bridge.announce_started:
+            await announce_started(transport, task, self._settings.bus.source)
+        return started
+
+    async def _start(self, task: AgentTaskInput) -> bool:
         task_id = task.request.task_id
         try:
             await self.client.start_workflow(
@@ -191,10 +212,8 @@ class TaskService:
             log.info("duplicate request ignored: task exists", extra={"task_id": task_id})
             return False
         except RPCError as exc:
-            raise _rpc_error(exc, task_id) from exc
+            raise classify_rpc_error(exc, task_id) from exc
         log.info("task started", extra={"task_id": task_id, "bus": task.route.bus})
-        if self._settings.bridge.announce_started:
-            await announce_started(transport, task, self._settings.bus.source)
         return True
 
     # Changing a running task --------------------------------------------------------------
@@ -209,7 +228,7 @@ class TaskService:
         try:
             await handle.cancel(reason=reason or "", rpc_timeout=self._rpc_timeout)
         except RPCError as exc:
-            raise _rpc_error(exc, task_id) from exc
+            raise classify_rpc_error(exc, task_id) from exc
         log.info("task cancel requested", extra={"task_id": task_id})
 
     async def check_approver(
@@ -307,7 +326,7 @@ class TaskService:
             msg = f"approval for task {task_id}: no worker answered in time"
             raise TemporalUnavailable(msg) from exc
         except RPCError as exc:
-            raise _rpc_error(exc, task_id) from exc
+            raise classify_rpc_error(exc, task_id) from exc
         log.info(
             "approval reply applied" if outcome.applied else "approval reply ignored",
             extra={
@@ -329,7 +348,7 @@ class TaskService:
                 "status", result_type=TaskStatus, rpc_timeout=self._rpc_timeout
             )
         except RPCError as exc:
-            raise _rpc_error(exc, task_id) from exc
+            raise classify_rpc_error(exc, task_id) from exc
         except WorkflowQueryFailedError as exc:
             msg = f"the status query of task {task_id} failed: {exc}"
             raise StatusUnavailable(msg) from exc
@@ -356,7 +375,7 @@ class TaskService:
                 task: AgentTaskInput = decoded[0]
                 return task
         except RPCError as exc:
-            raise _rpc_error(exc, task_id) from exc
+            raise classify_rpc_error(exc, task_id) from exc
         msg = f"no task {task_id!r}"
         raise TaskNotFound(msg)
 
@@ -367,11 +386,11 @@ class TaskService:
         except RPCError as exc:
             if exc.status == RPCStatusCode.NOT_FOUND:
                 return False
-            raise _rpc_error(exc, task_id) from exc
+            raise classify_rpc_error(exc, task_id) from exc
         return description.status == WorkflowExecutionStatus.RUNNING
 
 
-def _rpc_error(exc: RPCError, task_id: str) -> TaskError:
+def classify_rpc_error(exc: RPCError, task_id: str) -> TaskError:
     """Temporal's RPC errors, classified once for every way in."""
     if exc.status in _TRANSIENT_CODES:
         return TemporalUnavailable(f"Temporal unavailable ({exc.status.name}): {exc.message}")

@@ -45,14 +45,14 @@ class HoldingRouter(Router):
         self.handling: Counter[str] = Counter()
         self.peak: Counter[str] = Counter()
 
-    async def handle(self, transport: Transport, message: InboundMessage) -> None:
+    async def handle(self, transport: Transport, message: InboundMessage) -> tuple[str, str]:
         tenant = tenant_of(transport, message, "metadata.tenant")
         self.handling[tenant] += 1
         self.peak[tenant] = max(self.peak[tenant], self.handling[tenant])
         try:
             if tenant == "A":
                 await self.release.wait()
-            await super().handle(transport, message)
+            return await super().handle(transport, message)
         finally:
             self.handling[tenant] -= 1
 
