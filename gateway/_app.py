@@ -2,6 +2,7 @@
 
 import asyncio
 import logging
+from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
@@ -24,8 +25,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.exceptions import HTTPException
+from starlette.routing import Route
 
 from temporal_executor.gateway._a2a import TaskRequestHandler
+from temporal_executor.gateway._a2a_http import cached_card, json_only
 from temporal_executor.gateway._errors import GatewayError, http_answer
 from temporal_executor.gateway._hitl import HITL_EXTENSION_URI
 from temporal_executor.gateway._identity import Authenticator
@@ -51,6 +54,7 @@ def create_app(
     """The app for `tasks`. With a `token` (the shared one) or identities in config
     (`gateway.tokens`, `gateway.jwt`), every call but health, docs and the card needs one."""
     authenticator = Authenticator(settings.gateway, token)
+    started = datetime.now(UTC)
     app = FastAPI(
         title="temporal-executor gateway",
         version=_version(),
@@ -88,15 +92,19 @@ def create_app(
         return Response(body, media_type=CONTENT_TYPE_LATEST)
 
     @app.get(AGENT_CARD_WELL_KNOWN_PATH, tags=["A2A: Agent Card"], summary="The A2A agent card")
-    async def card(request: Request) -> JSONResponse:
+    async def card(request: Request) -> Response:
         base = settings.gateway.public_url or str(request.base_url)
         found = agent_card(settings, base.rstrip("/"), bearer=authenticator.enabled)
-        return JSONResponse(agent_card_to_dict(found))
+        return cached_card(request, agent_card_to_dict(found), started)
 
     handler = TaskRequestHandler(
         tasks, streams, cancel_wait_seconds=settings.bridge.rpc_timeout_seconds
     )
-    add_a2a_routes_to_fastapi(app, jsonrpc_routes=create_jsonrpc_routes(handler, A2A_PATH))
+    [sdk_route] = create_jsonrpc_routes(handler, A2A_PATH)
+    endpoint = json_only(sdk_route.endpoint)
+    add_a2a_routes_to_fastapi(app, jsonrpc_routes=[Route(A2A_PATH, endpoint, methods=["POST"])])
+    # Clients that join the card's URL with "/" (the A2A TCK's) post to `/a2a/`.
+    app.add_route(f"{A2A_PATH}/", endpoint, methods=["POST"], include_in_schema=False)
     a2a_openapi = app.openapi
 
     def openapi() -> dict[str, Any]:

@@ -184,3 +184,13 @@ class PublishBatch(BaseModel):
     """Events a workflow produced back to back, published in order by one activity."""
 
     events: list[PublishInput]
+
+
+class PublishedQuery(BaseModel):
+    """The workflow's `published` query: this run's events with a sequence over `after`."""
+
+    after: int = 0
+
+
+class PublishedEvents(BaseModel):
+    events: list[PublishInput]

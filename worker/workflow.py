@@ -40,6 +40,8 @@ with workflow.unsafe.imports_passed_through():
         LlmCallResult,
         PendingApproval,
         PublishBatch,
+        PublishedEvents,
+        PublishedQuery,
         PublishInput,
         TaskPlan,
         TaskResult,
@@ -122,6 +124,8 @@ class AgentExecutionWorkflow:
         self._plan: TaskPlan | None = None
         # Events made but not yet published; see `_emit`.
         self._outbox: list[PublishInput] = []
+        # Every event of this run, for the `published` query (the gateway's replay).
+        self._published: list[PublishInput] = []
         # One publishing activity at a time, so events go out in `sequence` order.
         self._publishing = asyncio.Lock()
 
@@ -455,6 +459,14 @@ class AgentExecutionWorkflow:
             )
             raise ApplicationError(msg, type="approver_not_allowed")
 
+    @workflow.query(name="published")
+    def published(self, query: PublishedQuery) -> PublishedEvents:
+        """This run's events after `query.after`, published or about to be: a stream
+        replays them, then follows the bus (the gateway's `Last-Event-ID` resume)."""
+        return PublishedEvents(
+            events=[event for event in self._published if event.sequence > query.after]
+        )
+
     @workflow.query(name="status")
     def status(self) -> TaskStatus:
         return TaskStatus(
@@ -558,7 +570,7 @@ class AgentExecutionWorkflow:
         (or `_flush`) instead, which the caller must make before it waits on anything."""
         self._sequence += 1
         workflow_id = workflow.info().workflow_id
-        self._outbox.append(
+        self._published.append(
             PublishInput(
                 route=self._task.route,
                 event_type=data.event_type,
@@ -569,6 +581,7 @@ class AgentExecutionWorkflow:
                 data=data.model_dump(mode="json", by_alias=True),
             )
         )
+        self._outbox.append(self._published[-1])
         if (
             hold
             and workflow.patched(LOCAL_ACTIVITIES_PATCH)
