@@ -32,6 +32,15 @@ class DevPorts:
         return {"temporal": self.temporal, "kafka": self.kafka, "nats": self.nats}
 
 
+def ui_args(settings: Settings, ports: DevPorts) -> list[str]:
+    """The Temporal UI's flags: its port and, with encrypted payloads, the gateway's codec
+    endpoint, so the UI shows them decrypted."""
+    args = ["--ui-port", str(ports.ui)]
+    if settings.temporal.encryption.enabled:
+        args += ["--ui-codec-endpoint", f"http://127.0.0.1:{ports.gateway}/codec"]
+    return args
+
+
 def point_at_stack(settings: Settings, stack: EmbeddedStack) -> Settings:
     """The same settings, with every address taken from the running stack."""
     updated = settings.model_copy(deep=True)
@@ -64,10 +73,13 @@ async def run_dev(
         data_dir=data_dir,
         headless=False,
         ports=ports.servers(),
-        extra_args={"temporal": ["--ui-port", str(ports.ui)]},
+        extra_args={"temporal": ui_args(settings, ports)},
     )
     async with stack:
         settings = point_at_stack(settings, stack)
+        if settings.temporal.encryption.enabled:
+            ui = [f"http://{host}:{ports.ui}" for host in ("127.0.0.1", "localhost")]
+            settings.gateway.codec_cors_origins += ui
         settings.gateway.host, settings.gateway.port = "127.0.0.1", ports.gateway
         gateway = GatewayServer(settings)
         await gateway.start()  # raises `CannotStart` (port taken) before anything else runs
