@@ -50,6 +50,17 @@ def point_at_stack(settings: Settings, stack: EmbeddedStack) -> Settings:
     return updated
 
 
+def with_local_payload_store(settings: Settings, data_dir: Path) -> Settings:
+    """Unless config names a store, the embedded stack keeps large payloads (README,
+    "Conversations of any size") in its data directory: one host, every process sees it."""
+    if settings.payload_storage.store != "none":
+        return settings
+    updated = settings.model_copy(deep=True)
+    updated.payload_storage.store = "local"
+    updated.payload_storage.local.directory = str(data_dir / "payloads")
+    return updated
+
+
 async def run_dev(
     settings: Settings,
     stop: asyncio.Event,
@@ -76,7 +87,7 @@ async def run_dev(
         extra_args={"temporal": ui_args(settings, ports)},
     )
     async with stack:
-        settings = point_at_stack(settings, stack)
+        settings = with_local_payload_store(point_at_stack(settings, stack), data_dir)
         if settings.temporal.encryption.enabled:
             ui = [f"http://{host}:{ports.ui}" for host in ("127.0.0.1", "localhost")]
             settings.gateway.codec_cors_origins += ui
