@@ -1,6 +1,7 @@
 """The layers hold: each package imports only the ones below it (README, "Layout").
 
-    schemas  ->  bus, tasks.temporal_connection  ->  tasks  ->  bridge, gateway, worker  ->  CLI
+    schemas  ->  bus, Temporal helpers (tasks.temporal_connection, tasks.payload_storage)
+             ->  tasks  ->  bridge, gateway, worker  ->  CLI
 
 Read from the source with `ast`, so a lazy import inside a function counts as much as one
 at the top of a module. Checked: the installed package, i.e. the top-level folders and
