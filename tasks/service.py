@@ -27,11 +27,13 @@ the gateway both get it; docs/architecture.md says how each way in answers each 
 
 import asyncio
 import logging
+import time
 from datetime import timedelta
 
 from temporalio.api.workflowservice.v1 import GetSystemInfoRequest
 from temporalio.client import (
     Client,
+    WorkflowExecution,
     WorkflowExecutionStatus,
     WorkflowQueryFailedError,
     WorkflowUpdateFailedError,
@@ -50,6 +52,9 @@ from temporal_executor.schemas.task import (
     ApprovalDecision,
     ApprovalOutcome,
     EventRoute,
+    PublishedEvents,
+    PublishedQuery,
+    PublishInput,
     TaskStatus,
 )
 from temporal_executor.tasks.announcer import announce_started
@@ -64,6 +69,7 @@ from temporal_executor.tasks.errors import (
     UnknownApproval,
 )
 from temporal_executor.tasks.temporal_connection import connect_with_retry
+from temporal_executor.telemetry import metrics
 
 log = logging.getLogger(__name__)
 
@@ -164,6 +170,23 @@ class TaskService:
     async def start(self, task: AgentTaskInput, transport: Transport) -> bool:
         """Start the task's workflow; False if a task with its id exists or existed (then
         nothing starts). A started task is announced on `transport`, its route's bus."""
+        began = time.perf_counter()
+        outcome = "unavailable"  # Temporal did not answer: the caller retries or says 503
+        try:
+            started = await self._start(task)
+            outcome = "started" if started else "duplicate"
+        except TemporalUnavailable:
+            raise
+        except TaskError:
+            outcome = "refused"
+            raise
+        finally:
+            metrics.TASK_START_DURATION.labels(outcome).observe(time.perf_counter() - began)
+        if started and self._settings.bridge.announce_started:
+            await announce_started(transport, task, self._settings.bus.source)
+        return started
+
+    async def _start(self, task: AgentTaskInput) -> bool:
         task_id = task.request.task_id
         try:
             await self.client.start_workflow(
@@ -182,8 +205,6 @@ class TaskService:
         except RPCError as exc:
             raise classify_rpc_error(exc, task_id) from exc
         log.info("task started", extra={"task_id": task_id, "bus": task.route.bus})
-        if self._settings.bridge.announce_started:
-            await announce_started(transport, task, self._settings.bus.source)
         return True
 
     # Changing a running task --------------------------------------------------------------
@@ -314,6 +335,78 @@ class TaskService:
             raise classify_rpc_error(exc, task_id) from exc
         msg = f"no task {task_id!r}"
         raise TaskNotFound(msg)
+
+    async def published(self, task_id: str, after: int) -> list[PublishInput]:
+        """The events the task published (or is about to) with a sequence over `after`, in
+        order: each run's `published` query, back through continue-as-new as far as needed."""
+        client = self.client
+        workflow_id = workflow_id_for(task_id)
+        found: list[PublishInput] = []
+        try:
+            # The latest run, fixed, so that its query and its history agree.
+            latest = client.get_workflow_handle(workflow_id)
+            run_id: str = (await latest.describe(rpc_timeout=self._rpc_timeout)).run_id
+            while True:
+                handle = client.get_workflow_handle(workflow_id, run_id=run_id)
+                page: PublishedEvents = await handle.query(
+                    "published",
+                    PublishedQuery(after=after),
+                    result_type=PublishedEvents,
+                    rpc_timeout=self._rpc_timeout,
+                )
+                found[:0] = page.events
+                carried, previous = await self._run_start(workflow_id, run_id)
+                if carried <= after or not previous:
+                    return found
+                run_id = previous
+        except RPCError as exc:
+            raise classify_rpc_error(exc, task_id) from exc
+        except WorkflowQueryFailedError as exc:
+            msg = f"the published query of task {task_id} failed: {exc}"
+            raise StatusUnavailable(msg) from exc
+
+    async def _run_start(self, workflow_id: str, run_id: str) -> tuple[int, str]:
+        """The sequence a run carried over from the run before it, and that run's id."""
+        client = self.client
+        handle = client.get_workflow_handle(workflow_id, run_id=run_id)
+        async for event in handle.fetch_history_events(page_size=1, rpc_timeout=self._rpc_timeout):
+            started = event.workflow_execution_started_event_attributes
+            decoded = await client.data_converter.decode(started.input.payloads, [AgentTaskInput])
+            task: AgentTaskInput = decoded[0]
+            return task.carried_sequence, started.continued_execution_run_id
+        return 0, ""  # pragma: no cover - a run's history starts with its start
+
+    # Listing tasks (Temporal's visibility) --------------------------------------------------
+
+    async def list_page(
+        self, query: str, page_size: int, page_token: bytes | None
+    ) -> tuple[list[WorkflowExecution], bytes | None]:
+        """One page of the workflows visibility finds for `query`, and the next page's token
+        (None: this was the last). `query` is a visibility query on task workflows."""
+        found = self.client.list_workflows(
+            query,
+            page_size=page_size,
+            next_page_token=page_token,
+            rpc_timeout=self._rpc_timeout,
+        )
+        try:
+            await found.fetch_next_page()
+        except RPCError as exc:
+            # Temporal cannot read a made-up token: INVALID_ARGUMENT, or UNKNOWN on some stores.
+            unreadable = {RPCStatusCode.INVALID_ARGUMENT, RPCStatusCode.UNKNOWN}
+            if page_token is not None and exc.status in unreadable:
+                msg = f"the page_token is not one this agent gave ({exc.message})"
+                raise InvalidRequest(msg) from exc
+            raise classify_rpc_error(exc, "*") from exc
+        return list(found.current_page or []), found.next_page_token or None
+
+    async def count(self, query: str) -> int:
+        """How many workflows visibility finds for `query`."""
+        try:
+            counted = await self.client.count_workflows(query, rpc_timeout=self._rpc_timeout)
+        except RPCError as exc:
+            raise classify_rpc_error(exc, "*") from exc
+        return counted.count
 
     async def _is_running(self, task_id: str) -> bool:
         handle = self.client.get_workflow_handle(workflow_id_for(task_id))
