@@ -63,11 +63,16 @@ GENERATED_ID_PREFIX = "gemini-"
 
 def _transport_errors() -> tuple[type[Exception], ...]:
     """Connection errors and timeouts of whichever HTTP library google-genai runs on
-    (httpx2, or httpx), which it raises as they are."""
+    (httpx2 or httpx; aiohttp for async calls when it is installed, as temporalio[aioboto3]
+    installs it), which it raises as they are."""
     found: list[type[Exception]] = []
-    for name in ("httpx2", "httpx"):
+    for name, error in [
+        ("httpx2", "TransportError"),
+        ("httpx", "TransportError"),
+        ("aiohttp", "ClientConnectionError"),
+    ]:
         try:
-            found.append(importlib.import_module(name).TransportError)
+            found.append(getattr(importlib.import_module(name), error))
         except ImportError:  # pragma: no cover - depends on what else is installed
             continue
     return tuple(found)
