@@ -5,7 +5,7 @@ import contextlib
 import shlex
 import sys
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -48,20 +48,23 @@ DEMO_MESSAGE = "Work out 6 * 7 and save a note about it."
 async def worker(settings: Settings) -> int:
     from temporal_executor.worker.service import run_worker
 
-    stop = asyncio.Event()
-    stop_on_signals(stop)
-    async with observed(settings, "worker"):
-        await run_worker(settings, stop)
-    return 0
+    return await _run_until_signalled(settings, "worker", run_worker)
 
 
 async def bridge(settings: Settings) -> int:
     from temporal_executor.bridge.service import run_bridge
 
+    return await _run_until_signalled(settings, "bridge", run_bridge)
+
+
+async def _run_until_signalled(
+    settings: Settings, role: str, run: Callable[[Settings, asyncio.Event], Awaitable[None]]
+) -> int:
+    """Run a service process, observed, until SIGTERM or SIGINT."""
     stop = asyncio.Event()
     stop_on_signals(stop)
-    async with observed(settings, "bridge"):
-        await run_bridge(settings, stop)
+    async with observed(settings, role):
+        await run(settings, stop)
     return 0
 
 
