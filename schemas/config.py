@@ -30,6 +30,8 @@ class KafkaTopics(StrictModel):
     events: str = "agent.events"
     approvals: str = "agent.approvals"
     dlq: str = "agent.dlq"
+    # `agent.llm.delta` events of tasks that stream (contract v1.1, "Streaming").
+    deltas: str = "agent.deltas"
 
 
 class KafkaSettings(StrictModel):
@@ -74,6 +76,7 @@ class NatsSubjects(StrictModel):
     events: str = "agent.events"
     approvals: str = "agent.approvals"
     dlq: str = "agent.dlq"
+    deltas: str = "agent.deltas"
 
 
 class NatsStreams(StrictModel):
@@ -82,6 +85,7 @@ class NatsStreams(StrictModel):
     events: str = "AGENT_EVENTS"
     approvals: str = "AGENT_APPROVALS"
     dlq: str = "AGENT_DLQ"
+    deltas: str = "AGENT_DELTAS"
 
 
 class NatsSettings(StrictModel):
@@ -163,6 +167,12 @@ class ExecutorSettings(StrictModel):
     max_result_bytes: int = Field(default=256 * 1024, ge=1024, le=1_500_000)
     # A task continues as new once its history has this many events, keeping its messages.
     continue_as_new_after_events: int = Field(default=10_000, ge=100)
+    # Publish `agent.llm.delta` events as the model writes, for requests that do not say
+    # (`"stream": true|false`). Deltas go to their own destination (`bus.*.deltas`).
+    stream: bool = False
+    # At most one delta event per fragment kind this often: a fast model does not become
+    # thousands of messages. The first fragment of a call goes out at once.
+    delta_interval_seconds: float = Field(default=0.05, ge=0)
 
 
 ProviderKind = Literal[
@@ -195,6 +205,9 @@ class ScriptedTurn(StrictModel):
     # Raise `error` only on the first N attempts of this call, then reply with the turn's text
     # and tool calls: a failure that a retry heals. None: every attempt fails.
     error_attempts: int | None = Field(default=None, ge=1)
+    # Streaming: the pause before each fragment (a word of text, a piece of arguments), to
+    # play a model that writes at a human pace.
+    chunk_delay_seconds: float = Field(default=0, ge=0)
 
 
 class FallbackTarget(StrictModel):

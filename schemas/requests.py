@@ -39,6 +39,8 @@ class ExecutionRequested(InboundModel):
     max_iterations: int | None = Field(default=None, ge=1)
     history: list[ChatMessage] = Field(default_factory=list)
     metadata: dict[str, Any] = Field(default_factory=dict)
+    # Also publish `agent.llm.delta` events as the model writes; None: config decides.
+    stream: bool | None = None
 
 
 class CancelRequested(InboundModel):

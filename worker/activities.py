@@ -29,6 +29,7 @@ from temporal_executor.schemas.task import (
     ToolCallInput,
     ToolCallResult,
 )
+from temporal_executor.worker.deltas import DeltaPublisher
 from temporal_executor.worker.errors import WorkerError
 from temporal_executor.worker.llm.registry import ProviderRegistry
 from temporal_executor.worker.publisher import EventPublisher
@@ -64,6 +65,7 @@ class AgentActivities:
         self._providers = providers
         self._tools = tools
         self._publisher = publisher
+        self._deltas = DeltaPublisher(publisher, executor.delta_interval_seconds)
 
     @activity.defn(name="plan_task")
     async def plan_task(self, request: ExecutionRequested) -> TaskPlan:
@@ -119,6 +121,7 @@ class AgentActivities:
             tool_max_attempts=executor.tool_max_attempts,
             publish_timeout_seconds=executor.publish_timeout_seconds,
             continue_as_new_after_events=executor.continue_as_new_after_events,
+            stream=executor.stream if request.stream is None else request.stream,
             error=error,
         )
 
@@ -126,7 +129,20 @@ class AgentActivities:
     async def call_llm(self, call: LlmCallInput) -> LlmCallResult:
         try:
             provider = self._providers.get(call.selection.provider)
-            result: LlmCallResult = await provider.complete(call)
+            if self._deltas.streams(call):
+                info = activity.info()
+                # Each fragment heartbeats (the SDK throttles them): a stalled stream or a
+                # dead worker is noticed after the heartbeat timeout.
+                deltas = self._deltas.open(
+                    call,
+                    workflow_id=info.workflow_id or "",
+                    attempt=info.attempt,
+                    on_fragment=activity.heartbeat,
+                )
+                async with deltas:
+                    result: LlmCallResult = await provider.complete(call, deltas)
+            else:
+                result = await provider.complete(call)
         except WorkerError as exc:
             raise to_application_error(exc) from exc
         content, truncated = truncate_text(result.message.content, self._executor.max_result_bytes)

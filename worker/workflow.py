@@ -182,6 +182,7 @@ class AgentExecutionWorkflow:
         """
         selections = [plan.selection, *plan.fallbacks]
         while True:
+            position = len(plan.fallbacks) + 1 - len(selections)
             selection = selections.pop(0)
             try:
                 return await workflow.execute_activity_method(
@@ -192,6 +193,11 @@ class AgentExecutionWorkflow:
                         system_prompt=self._request.system_prompt,
                         messages=self._messages,
                         tools=plan.tools,
+                        stream=plan.stream,
+                        iteration=self._iteration,
+                        # A fallback's attempts number on from the earlier selections'.
+                        attempt_offset=position * plan.llm_max_attempts,
+                        route=self._task.route if plan.stream else None,
                     ),
                     start_to_close_timeout=timedelta(seconds=plan.llm_timeout_seconds),
                     retry_policy=RetryPolicy(maximum_attempts=plan.llm_max_attempts),

@@ -130,6 +130,7 @@ class NatsTransport:
             (streams.events, subjects.events),
             (streams.approvals, subjects.approvals),
             (streams.dlq, subjects.dlq),
+            (streams.deltas, subjects.deltas),
         ]
 
     async def _create_streams(self) -> None:
@@ -175,6 +176,9 @@ class NatsTransport:
 
     def approvals_destination(self, task_id: str | None) -> str:
         return self._subject(self._nats.subjects.approvals, task_id)
+
+    def deltas_destination(self, task_id: str | None) -> str:
+        return self._subject(self._nats.subjects.deltas, task_id)
 
     def dead_letter_destination(self, reason: str | None) -> str:
         return self._subject(self._nats.subjects.dlq, reason)

@@ -7,6 +7,7 @@ extracts those from its SDK's exception.
 """
 
 import email.utils
+import importlib
 import math
 import time
 from collections.abc import Mapping
@@ -20,6 +21,21 @@ from temporal_executor.worker.llm.errors import (
     ProviderUnavailable,
     RateLimited,
 )
+
+
+def _transport_errors() -> tuple[type[Exception], ...]:
+    """Connection errors and timeouts of the HTTP libraries the SDKs run on (httpx2, or
+    httpx), which the SDKs raise as they are once a response streams."""
+    found: list[type[Exception]] = []
+    for name in ("httpx2", "httpx"):
+        try:
+            found.append(importlib.import_module(name).TransportError)
+        except ImportError:  # pragma: no cover - depends on what else is installed
+            continue
+    return tuple(found)
+
+
+TRANSPORT_ERRORS = _transport_errors()
 
 # Provider error messages end up in events and logs; a whole HTML error page does not help.
 _MAX_DETAIL_CHARS = 500
@@ -58,6 +74,10 @@ def error_for_status(
     """Map one HTTP error response; `label` names the provider, e.g. "anthropic provider 'x'"."""
     if len(detail) > _MAX_DETAIL_CHARS:
         detail = detail[:_MAX_DETAIL_CHARS] + "…"
+    if status < 400:
+        # An error event in a stream that had begun well (HTTP 200): the reply broke off
+        # mid-way (the model overloaded, say); another attempt may finish it.
+        return ProviderUnavailable(f"{label}: the streamed reply failed: {detail}")
     message = f"{label}: HTTP {status}: {detail}"
     if status == 429:
         return RateLimited(message, retry_after=retry_after_seconds(headers))
