@@ -50,6 +50,8 @@ SCRIPTS: dict[str, list[dict[str, Any]]] = {
     ]
     * 10,
     "unauthorised": [{"error": "authentication"}],
+    # Its first attempt fails, the second answers: deltas of attempt 2 only.
+    "flaky": [{"text": "steady words after a retry", "error": "unavailable", "error_attempts": 1}],
 }
 
 
