@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import json
 import re
 import uuid
@@ -16,6 +17,7 @@ import pytest
 from temporalio.client import Client
 
 from temporal_executor.bus.transport import Transport, Watch
+from temporal_executor.bus_client import describe, merged, print_until_done
 from temporal_executor.dev.embedded_stack import EmbeddedStack
 from temporal_executor.schemas.cloudevent import (
     SEQUENCE_EXTENSION,
@@ -238,3 +240,56 @@ async def test_worker_killed_mid_stream_the_turn_restreams_as_a_new_attempt(
     assert SLOW_TEXT.startswith(first)
     assert first != SLOW_TEXT
     assert streamed_text(streamed, attempt=2) == SLOW_TEXT
+
+
+# -- what `send --follow` prints -------------------------------------------------------
+
+
+def _delta(iteration: int, attempt: int, index: int, text: str) -> CloudEvent:
+    data = LlmDelta(task_id="t", iteration=iteration, attempt=attempt, index=index, text=text)
+    return CloudEvent(
+        id=f"agent-execution-t/delta/{iteration}/{attempt}/{index}",
+        source="s",
+        type=EventType.LLM_DELTA,
+        data=data.model_dump(),
+    )
+
+
+def _event(event_type: str, sequence: int, **data: object) -> CloudEvent:
+    return CloudEvent(
+        id=f"agent-execution-t/{sequence}",
+        source="s",
+        type=event_type,
+        data={"task_id": "t", **data},
+        extensions={SEQUENCE_EXTENSION: str(sequence)},
+    )
+
+
+async def test_follow_prints_attempts_apart_and_skips_late_deltas() -> None:
+    responded = _event(EventType.LLM_RESPONDED, 2, iteration=1, message={"content": "Hello world"})
+    events = [
+        _delta(1, 1, 0, "Hel"),
+        _delta(1, 1, 0, "Hel"),  # redelivered: printed once
+        _delta(1, 2, 0, "Hello "),
+        _delta(1, 2, 1, "world"),
+        responded,
+        _delta(1, 2, 2, "late"),
+        _event(EventType.EXECUTION_COMPLETED, 3, iterations=1, final_message="Hello world"),
+    ]
+
+    async def source() -> AsyncIterator[CloudEvent]:
+        for event in events:
+            yield event
+
+    out = io.StringIO()
+    terminal = await print_until_done(merged(source()), out)
+
+    assert terminal is not None
+    assert terminal.type == EventType.EXECUTION_COMPLETED
+    assert out.getvalue().splitlines() == [
+        "  Hel",
+        "  (attempt 2: the text above is void)",
+        "  Hello world",
+        describe(responded),
+        describe(events[-1]),
+    ]
