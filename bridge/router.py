@@ -1,16 +1,16 @@
-"""Routes one inbound CloudEvent by type to what it asks of Temporal.
+"""Routes one inbound CloudEvent by type to the task service, and its answer to the bus.
 
 `handle` either completes (the message may be acknowledged), dead-letters the message
-with its reason (then it may be acknowledged), or raises `RetryLater` (keep it).
+with its reason (then it may be acknowledged), or raises `RetryLater` (keep it): the task
+service's errors map to those three in `handle`.
 """
 
 import logging
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
-from temporal_executor.bridge.announcer import announce_started
-from temporal_executor.bus.errors import DeadLetter, DeadLetterReason
+from temporal_executor.bus.errors import DeadLetter, DeadLetterReason, RetryLater
 from temporal_executor.bus.transport import InboundMessage, Transport
 from temporal_executor.schemas.cloudevent import (
     REPLYTO_EXTENSION,
@@ -21,36 +21,50 @@ from temporal_executor.schemas.cloudevent import (
 from temporal_executor.schemas.config import Settings
 from temporal_executor.schemas.event_types import EventType
 from temporal_executor.schemas.requests import ApprovalReplied, CancelRequested, ExecutionRequested
-from temporal_executor.schemas.task import AgentTaskInput, ApprovalDecision, EventRoute
-from temporal_executor.tasks.temporal_gateway import TemporalGateway
+from temporal_executor.schemas.task import ApprovalDecision
+from temporal_executor.tasks.errors import (
+    ApproverNotAllowed,
+    InvalidRequest,
+    TaskError,
+    TaskNotFound,
+    TaskNotRunning,
+    TemporalUnavailable,
+    UnknownApproval,
+)
+from temporal_executor.tasks.service import TaskService
+from temporal_executor.tasks.validation import validated
 
 log = logging.getLogger(__name__)
 M = TypeVar("M", bound=BaseModel)
 
 
+# What a refusal of the task service means for the message that asked.
+_DEAD_LETTER_REASONS: dict[type[TaskError], str] = {
+    InvalidRequest: DeadLetterReason.INVALID_DATA,
+    ApproverNotAllowed: DeadLetterReason.APPROVER_NOT_ALLOWED,
+    TaskNotFound: DeadLetterReason.TASK_NOT_RUNNING,
+    TaskNotRunning: DeadLetterReason.TASK_NOT_RUNNING,
+    UnknownApproval: DeadLetterReason.UNKNOWN_APPROVAL,
+}
+
+
 class Router:
-    def __init__(self, gateway: TemporalGateway, settings: Settings) -> None:
-        self._gateway = gateway
+    def __init__(self, tasks: TaskService, settings: Settings) -> None:
+        self._tasks = tasks
         self._max_bytes = settings.bus.max_message_bytes
-        self._allowed_approvers = frozenset(settings.bridge.allowed_approvers)
-        self._announce_started = settings.bridge.announce_started
-        self._source = settings.bus.source
 
     async def handle(self, transport: Transport, message: InboundMessage) -> None:
         try:
             await self._route(transport, message)
+        except TemporalUnavailable as exc:
+            raise RetryLater(exc.message) from exc
+        except TaskError as exc:
+            reason = _DEAD_LETTER_REASONS.get(type(exc))
+            if reason is None:  # not a refusal of the request: a bug, retried as one
+                raise
+            await _dead_letter(transport, message, DeadLetter(reason, exc.message))
         except DeadLetter as dead:
-            log.warning(
-                "dead-lettering message",
-                extra={
-                    "reason": dead.reason,
-                    "error": dead.detail,
-                    "source": message.source,
-                    "partition": message.partition,
-                    "offset": message.offset,
-                },
-            )
-            await transport.dead_letter(message, dead.reason, dead.detail)
+            await _dead_letter(transport, message, dead)
 
     async def _route(self, transport: Transport, message: InboundMessage) -> None:
         if len(message.value) > self._max_bytes:
@@ -61,10 +75,11 @@ class Router:
             await self._start(transport, event)
         elif event.type == EventType.CANCEL_REQUESTED:
             cancel = _validated(CancelRequested, event.data, event)
-            await self._gateway.cancel_task(cancel.task_id, cancel.reason)
-            log.info("task cancel requested", extra={"task_id": cancel.task_id})
+            await self._tasks.cancel(cancel.task_id, cancel.reason)
         elif event.type == EventType.APPROVAL_REPLIED:
-            await self._resolve_approval(event)
+            reply = _validated(ApprovalReplied, event.data, event)
+            decision = ApprovalDecision.model_validate(reply.model_dump(exclude={"task_id"}))
+            await self._tasks.approve(reply.task_id, decision)
         else:
             detail = (
                 f"unknown event type {event.type!r}; expected one of "
@@ -79,46 +94,28 @@ class Router:
             # The contract: a request without task_id is the task whose id is the event's id.
             data = {**data, "task_id": event.id}
         request = _validated(ExecutionRequested, data, event)
-        task_id = request.task_id
-        task = task_input(
+        task = self._tasks.prepare(
             request,
             transport,
             reply_to=event.extension(REPLYTO_EXTENSION),
             traceparent=event.extension(TRACEPARENT_EXTENSION),
             tracestate=event.extension(TRACESTATE_EXTENSION),
         )
-        started = await self._gateway.start_task(task)
-        if started:
-            log.info("task started", extra={"task_id": task_id, "bus": transport.bus})
-            if self._announce_started:
-                await announce_started(transport, task, self._source)
-        else:
-            log.info("duplicate request ignored: task exists", extra={"task_id": task_id})
+        await self._tasks.start(task, transport)
 
-    async def _resolve_approval(self, event: CloudEvent) -> None:
-        reply = _validated(ApprovalReplied, event.data, event)
-        if self._allowed_approvers and reply.approver not in self._allowed_approvers:
-            detail = f"approver {reply.approver!r} is not in bridge.allowed_approvers"
-            raise DeadLetter(DeadLetterReason.APPROVER_NOT_ALLOWED, detail)
-        outcome = await self._gateway.resolve_approval(
-            reply.task_id,
-            ApprovalDecision(
-                approval_id=reply.approval_id,
-                approved=reply.approved,
-                approver=reply.approver,
-                reason=reply.reason,
-                arguments=reply.arguments,
-            ),
-        )
-        log.info(
-            "approval reply applied" if outcome.applied else "approval reply ignored",
-            extra={
-                "task_id": reply.task_id,
-                "approval_id": reply.approval_id,
-                "approved": reply.approved,
-                "detail": outcome.detail,
-            },
-        )
+
+async def _dead_letter(transport: Transport, message: InboundMessage, dead: DeadLetter) -> None:
+    log.warning(
+        "dead-lettering message",
+        extra={
+            "reason": dead.reason,
+            "error": dead.detail,
+            "source": message.source,
+            "partition": message.partition,
+            "offset": message.offset,
+        },
+    )
+    await transport.dead_letter(message, dead.reason, dead.detail)
 
 
 def _validated(model: type[M], data: Any, event: CloudEvent) -> M:
@@ -126,38 +123,6 @@ def _validated(model: type[M], data: Any, event: CloudEvent) -> M:
         detail = f"{event.type} data must be a JSON object, got {type(data).__name__}"
         raise DeadLetter(DeadLetterReason.INVALID_DATA, detail)
     try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        detail = f"{event.type}: {validation_problems(exc)}"
-        raise DeadLetter(DeadLetterReason.INVALID_DATA, detail) from None
-
-
-def task_input(
-    request: ExecutionRequested,
-    transport: Transport,
-    *,
-    reply_to: str | None = None,
-    traceparent: str | None = None,
-    tracestate: str | None = None,
-) -> AgentTaskInput:
-    """The workflow input of a request whose events go out on `transport`: to the task's
-    destinations there, or all to `reply_to` when the request names one. The bridge and the
-    HTTP gateway start every task with it."""
-    task_id = request.task_id
-    route = EventRoute(
-        bus=transport.bus,
-        events_destination=reply_to or transport.events_destination(task_id),
-        approvals_destination=reply_to or transport.approvals_destination(task_id),
-        approval_replies_destination=transport.approval_replies_destination(task_id),
-        deltas_destination=transport.deltas_destination(task_id),
-        traceparent=traceparent,
-        tracestate=tracestate,
-    )
-    return AgentTaskInput(request=request, route=route)
-
-
-def validation_problems(exc: ValidationError) -> str:
-    """`field: what is wrong` for each problem, as dead letters and HTTP errors report them."""
-    return "; ".join(
-        f"{'.'.join(str(p) for p in err['loc']) or 'data'}: {err['msg']}" for err in exc.errors()
-    )
+        return validated(model, data)
+    except InvalidRequest as exc:
+        raise DeadLetter(DeadLetterReason.INVALID_DATA, f"{event.type}: {exc.message}") from None

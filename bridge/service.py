@@ -2,7 +2,6 @@
 
 import asyncio
 import logging
-from datetime import timedelta
 
 from temporalio.client import Client
 
@@ -11,8 +10,8 @@ from temporal_executor.bridge.router import Router
 from temporal_executor.bus.factory import create_transport, enabled_buses
 from temporal_executor.bus.transport import Transport
 from temporal_executor.schemas.config import Settings
+from temporal_executor.tasks.service import TaskService
 from temporal_executor.tasks.temporal_connection import connect_with_retry
-from temporal_executor.tasks.temporal_gateway import TemporalGateway
 
 log = logging.getLogger(__name__)
 
@@ -21,12 +20,7 @@ async def run_bridge(settings: Settings, stop: asyncio.Event, client: Client | N
     client = client or await connect_with_retry(settings, stop)
     if client is None:
         return
-    gateway = TemporalGateway(
-        client,
-        settings.temporal.task_queue,
-        rpc_timeout=timedelta(seconds=settings.bridge.rpc_timeout_seconds),
-    )
-    router = Router(gateway, settings)
+    router = Router(TaskService(settings, client), settings)
     transports: list[Transport] = [
         create_transport(bus, settings.bus, max_in_flight=settings.bridge.max_in_flight)
         for bus in enabled_buses(settings.bus)

@@ -2,7 +2,7 @@
 
 Shared by the worker, which publishes every event of a task, and the bridge, which
 announces `agent.execution.started` as soon as Temporal accepted a start (see
-`bridge/announcer.py`); both must produce the same event for the same id.
+`tasks/announcer.py`); both must produce the same event for the same id.
 """
 
 from datetime import datetime

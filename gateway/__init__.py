@@ -7,44 +7,32 @@
 - A2A v1.0 over JSON-RPC at `/a2a`, agent card at `/.well-known/agent-card.json`, with
   approvals in kagent's human-in-the-loop extension.
 
-An ingress like the bridge: it starts, approves and cancels tasks through the bridge's
-`TemporalGateway` and reads their events from the bus; it never imports `worker`.
+A way in like the bridge: it starts, approves and cancels tasks through the task service
+(`tasks/`), whose errors it maps to HTTP statuses and A2A errors, and reads their events
+from the bus; it never imports `bridge` or `worker`.
 """
 
 from temporal_executor.gateway._app import agent_card, create_app
 from temporal_executor.gateway._errors import (
     BusUnavailable,
     CannotStart,
-    Forbidden,
     GatewayError,
-    InvalidRequest,
-    NotAwaitingApproval,
     PayloadTooLarge,
     ShuttingDown,
-    TaskNotFound,
-    TaskNotRunning,
-    TemporalUnavailable,
 )
 from temporal_executor.gateway._hitl import HITL_EXTENSION_URI
 from temporal_executor.gateway._server import GatewayServer, auth_token, run_gateway
-from temporal_executor.gateway._tasks import TaskService, TemporalLink
+from temporal_executor.gateway._streams import TaskStreams
 
 __all__ = [
     "HITL_EXTENSION_URI",
     "BusUnavailable",
     "CannotStart",
-    "Forbidden",
     "GatewayError",
     "GatewayServer",
-    "InvalidRequest",
-    "NotAwaitingApproval",
     "PayloadTooLarge",
     "ShuttingDown",
-    "TaskNotFound",
-    "TaskNotRunning",
-    "TaskService",
-    "TemporalLink",
-    "TemporalUnavailable",
+    "TaskStreams",
     "agent_card",
     "auth_token",
     "create_app",

@@ -53,9 +53,7 @@ from a2a.utils.errors import (
 from a2a.utils.proto_utils import validate_proto_required_fields
 from a2a.utils.task import apply_history_length, validate_history_length
 from google.protobuf.json_format import MessageToDict
-from pydantic import ValidationError
 
-from temporal_executor.bridge.router import validation_problems
 from temporal_executor.gateway._a2a_views import (
     A2A_METADATA,
     a2a_task,
@@ -64,27 +62,33 @@ from temporal_executor.gateway._a2a_views import (
     stream_events,
     submitted_task,
 )
-from temporal_executor.gateway._errors import (
-    Forbidden,
-    GatewayError,
-    InvalidRequest,
-    NotAwaitingApproval,
-    TaskNotFound,
-    TaskNotRunning,
-)
+from temporal_executor.gateway._errors import GatewayError
 from temporal_executor.gateway._hitl import PendingCall, UnreadableReply, decisions
-from temporal_executor.gateway._tasks import TERMINAL_STATES, TaskService
+from temporal_executor.gateway._streams import TaskStreams
 from temporal_executor.schemas.cloudevent import CloudEvent
 from temporal_executor.schemas.event_types import TERMINAL_TYPES, EventType
 from temporal_executor.schemas.requests import ExecutionRequested
+from temporal_executor.tasks.errors import (
+    ApproverNotAllowed,
+    InvalidRequest,
+    TaskError,
+    TaskNotFound,
+    TaskNotRunning,
+    UnknownApproval,
+)
+from temporal_executor.tasks.service import TERMINAL_STATES, TaskService
+from temporal_executor.tasks.validation import validated
 
 # Request fields a message's metadata may set, as a bus request's data does.
 REQUEST_FIELDS = ("model_config", "system_prompt", "tools", "require_approval", "max_iterations")
 
 
 class TaskRequestHandler(RequestHandler):
-    def __init__(self, tasks: TaskService, *, cancel_wait_seconds: float) -> None:
+    def __init__(
+        self, tasks: TaskService, streams: TaskStreams, *, cancel_wait_seconds: float
+    ) -> None:
         self._tasks = tasks
+        self._streams = streams
         self._cancel_wait = cancel_wait_seconds
 
     async def on_get_task(self, params: GetTaskRequest, context: ServerCallContext) -> Task:
@@ -106,8 +110,9 @@ class TaskRequestHandler(RequestHandler):
         )
         with _as_a2a_errors():
             task = await self._tasks.task_input(task_id)
-            async with self._tasks.events(task_id, task.route, from_start=False) as events:
+            async with self._streams.events(task_id, task.route, from_start=False) as events:
                 try:
+                    await self._tasks.running_status(task_id)
                     await self._tasks.cancel(task_id, str(reason) if reason else None)
                 except TaskNotRunning as exc:
                     raise TaskNotCancelableError(message=exc.message) from exc
@@ -154,7 +159,7 @@ class TaskRequestHandler(RequestHandler):
         validate_proto_required_fields(params)
         with _as_a2a_errors():
             task = await self._tasks.task_input(params.id)
-            async with self._tasks.events(params.id, task.route, from_start=False) as events:
+            async with self._streams.events(params.id, task.route, from_start=False) as events:
                 status = await self._tasks.status(params.id)
                 if status.state in TERMINAL_STATES:
                     msg = f"task {params.id} has {status.state}: there is nothing to follow"
@@ -172,12 +177,16 @@ class TaskRequestHandler(RequestHandler):
             async for event in self._answer(message, context):
                 yield event
             return
+        transport = self._streams.default
         task = self._tasks.prepare(
             _request(params, message),
+            transport,
             traceparent=context.state.get("headers", {}).get("traceparent"),
         )
-        async with self._tasks.events(task.request.task_id, task.route, from_start=False) as events:
-            await self._tasks.start(task)
+        async with self._streams.events(
+            task.request.task_id, task.route, from_start=False
+        ) as events:
+            await self._tasks.start(task, transport)
             yield submitted_task(task)
             async for event in self._follow(events, context_id_of(task), resolved=set()):
                 yield event
@@ -206,9 +215,9 @@ class TaskRequestHandler(RequestHandler):
         except UnreadableReply as exc:
             raise InvalidParamsError(message=str(exc)) from exc
         approver = _metadata(message).get("approver")
-        async with self._tasks.events(task_id, task.route, from_start=False) as events:
+        async with self._streams.events(task_id, task.route, from_start=False) as events:
             for decision in found:
-                await self._tasks.approve(
+                await self._tasks.approve_waiting(
                     task_id,
                     approval_id=decision.approval_id,
                     approved=decision.approved,
@@ -280,9 +289,9 @@ def _request(params: SendMessageRequest, message: Message) -> ExecutionRequested
         },
     }
     try:
-        return ExecutionRequested.model_validate(data)
-    except ValidationError as exc:
-        raise InvalidParamsError(message=validation_problems(exc)) from None
+        return validated(ExecutionRequested, data)
+    except InvalidRequest as exc:
+        raise InvalidParamsError(message=exc.message) from None
 
 
 def _metadata(holder: Message | SendMessageRequest) -> dict[str, Any]:
@@ -295,17 +304,17 @@ def _no_push() -> NoReturn:
 
 @contextlib.contextmanager
 def _as_a2a_errors() -> Iterator[None]:
-    """Gateway errors as the A2A errors a client understands (their HTTP status is gone:
-    JSON-RPC answers 200 with an error object)."""
+    """Task service and gateway errors as the A2A errors a client understands (no HTTP
+    status here: JSON-RPC answers 200 with an error object)."""
     try:
         yield
     except A2AError:
         raise
     except TaskNotFound as exc:
         raise TaskNotFoundError(message=exc.message) from exc
-    except (InvalidRequest, Forbidden, NotAwaitingApproval) as exc:
+    except (InvalidRequest, ApproverNotAllowed, UnknownApproval) as exc:
         raise InvalidParamsError(message=exc.message) from exc
     except TaskNotRunning as exc:
         raise UnsupportedOperationError(message=exc.message) from exc
-    except GatewayError as exc:
+    except (TaskError, GatewayError) as exc:
         raise InternalError(message=exc.message) from exc

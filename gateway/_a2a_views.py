@@ -29,7 +29,7 @@ from a2a.types.a2a_pb2 import (
 )
 
 from temporal_executor.gateway._hitl import PendingCall, approval_message
-from temporal_executor.gateway._tasks import cloudevent_json
+from temporal_executor.gateway._streams import cloudevent_json
 from temporal_executor.schemas.cloudevent import TASKID_EXTENSION, CloudEvent
 from temporal_executor.schemas.conversation import ToolCall
 from temporal_executor.schemas.event_types import EventType, workflow_id_for

@@ -24,13 +24,15 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from temporal_executor.gateway._a2a import TaskRequestHandler
-from temporal_executor.gateway._errors import GatewayError
+from temporal_executor.gateway._errors import GatewayError, http_answer
 from temporal_executor.gateway._hitl import HITL_EXTENSION_URI
 from temporal_executor.gateway._middleware import BearerAuth, EchoExtensions
 from temporal_executor.gateway._models import ErrorBody, Health
-from temporal_executor.gateway._rest import request_schemas, rest_router
-from temporal_executor.gateway._tasks import TaskService
+from temporal_executor.gateway._rest import TaskRoutes, request_schemas
+from temporal_executor.gateway._streams import TaskStreams
 from temporal_executor.schemas.config import Settings
+from temporal_executor.tasks.errors import TaskError, TemporalUnavailable
+from temporal_executor.tasks.service import TaskService
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +40,9 @@ A2A_PATH = "/a2a"
 BEARER_SCHEME = "bearer"
 
 
-def create_app(settings: Settings, tasks: TaskService, *, token: str | None) -> FastAPI:
+def create_app(
+    settings: Settings, tasks: TaskService, streams: TaskStreams, *, token: str | None
+) -> FastAPI:
     """The app for `tasks`; with a `token`, every call but health, docs and the card needs it."""
     app = FastAPI(
         title="temporal-executor gateway",
@@ -50,7 +54,8 @@ def create_app(settings: Settings, tasks: TaskService, *, token: str | None) -> 
         ),
         redoc_url=None,
     )
-    app.include_router(rest_router(tasks, max_body_bytes=settings.bus.max_message_bytes))
+    routes = TaskRoutes(tasks, streams, max_body_bytes=settings.bus.max_message_bytes)
+    app.include_router(routes.router())
 
     @app.get("/healthz", tags=["health"], summary="The process is up")
     async def healthz() -> Health:
@@ -63,7 +68,7 @@ def create_app(settings: Settings, tasks: TaskService, *, token: str | None) -> 
         responses={503: {"model": Health}},
     )
     async def readyz() -> JSONResponse:
-        problem = await tasks.readiness()
+        problem = await _readiness(tasks, streams)
         if problem is None:
             return JSONResponse(Health(status="ready").model_dump())
         body = Health(status="unavailable", detail=problem)
@@ -75,7 +80,9 @@ def create_app(settings: Settings, tasks: TaskService, *, token: str | None) -> 
         found = agent_card(settings, base.rstrip("/"), bearer=token is not None)
         return JSONResponse(agent_card_to_dict(found))
 
-    handler = TaskRequestHandler(tasks, cancel_wait_seconds=settings.bridge.rpc_timeout_seconds)
+    handler = TaskRequestHandler(
+        tasks, streams, cancel_wait_seconds=settings.bridge.rpc_timeout_seconds
+    )
     add_a2a_routes_to_fastapi(app, jsonrpc_routes=create_jsonrpc_routes(handler, A2A_PATH))
     a2a_openapi = app.openapi
 
@@ -88,6 +95,7 @@ def create_app(settings: Settings, tasks: TaskService, *, token: str | None) -> 
 
     app.openapi = openapi  # type: ignore[method-assign]
     app.add_exception_handler(GatewayError, _gateway_error)
+    app.add_exception_handler(TaskError, _gateway_error)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_middleware(EchoExtensions, supported=frozenset({HITL_EXTENSION_URI}))
@@ -148,6 +156,17 @@ def agent_card(settings: Settings, base_url: str, *, bearer: bool) -> AgentCard:
     return card
 
 
+async def _readiness(tasks: TaskService, streams: TaskStreams) -> str | None:
+    """What keeps the gateway from serving, or None when Temporal answers."""
+    if streams.closing:
+        return "shutting down"
+    try:
+        await tasks.ping()
+    except TemporalUnavailable as exc:
+        return exc.message
+    return None
+
+
 def _version() -> str:
     try:
         return version("temporal-executor")
@@ -161,12 +180,13 @@ def _error(status: int, code: str, message: str) -> JSONResponse:
 
 
 async def _gateway_error(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, GatewayError)
-    if exc.status >= 500:
+    assert isinstance(exc, GatewayError | TaskError)
+    status, code = http_answer(exc)
+    if status >= 500:
         log.warning(
             "gateway request failed", extra={"path": request.url.path, "error": exc.message}
         )
-    return _error(exc.status, exc.code, exc.message)
+    return _error(status, code, exc.message)
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:

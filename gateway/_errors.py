@@ -1,8 +1,21 @@
-"""Gateway errors. Each carries the HTTP status that tells the caller what to do next."""
+"""Gateway errors, and the task service's errors as HTTP answers.
+
+Each carries the HTTP status that tells the caller what to do next.
+"""
+
+from temporal_executor.tasks.errors import (
+    ApproverNotAllowed,
+    InvalidRequest,
+    TaskError,
+    TaskNotFound,
+    TaskNotRunning,
+    TemporalUnavailable,
+    UnknownApproval,
+)
 
 
 class GatewayError(Exception):
-    """Root of the gateway's errors: `status` is the HTTP status, `code` a stable name."""
+    """Root of the gateway's own errors: `status` is the HTTP status, `code` a stable name."""
 
     status = 500
     code = "internal_error"
@@ -12,53 +25,11 @@ class GatewayError(Exception):
         self.message = message
 
 
-class InvalidRequest(GatewayError):
-    """The request can never succeed as sent: fix it (the message says what is wrong)."""
-
-    status = 400
-    code = "invalid_request"
-
-
-class Forbidden(GatewayError):
-    """Authenticated, but this caller may not do this (an approver config does not allow)."""
-
-    status = 403
-    code = "forbidden"
-
-
-class TaskNotFound(GatewayError):
-    """No task has this id (never started, or gone with Temporal's retention)."""
-
-    status = 404
-    code = "task_not_found"
-
-
-class NotAwaitingApproval(GatewayError):
-    """The task exists but is not waiting for this approval (any more): nothing changed."""
-
-    status = 409
-    code = "not_awaiting_approval"
-
-
-class TaskNotRunning(GatewayError):
-    """The task has finished: it can no longer be changed."""
-
-    status = 409
-    code = "task_not_running"
-
-
 class PayloadTooLarge(GatewayError):
     """The body is over `bus.max_message_bytes`, the limit a bus request has too."""
 
     status = 413
     code = "payload_too_large"
-
-
-class TemporalUnavailable(GatewayError):
-    """Temporal (or every worker) cannot be reached right now: retry later."""
-
-    status = 503
-    code = "temporal_unavailable"
 
 
 class BusUnavailable(GatewayError):
@@ -79,3 +50,21 @@ class CannotStart(GatewayError):
     """The gateway cannot start as configured (port taken, token variable unset): fix config."""
 
     code = "cannot_start"
+
+
+# The task service's errors over HTTP: (status, code); any other is a 500 `internal_error`.
+_TASK_ERRORS: dict[type[TaskError], tuple[int, str]] = {
+    InvalidRequest: (400, "invalid_request"),
+    ApproverNotAllowed: (403, "forbidden"),
+    TaskNotFound: (404, "task_not_found"),
+    UnknownApproval: (409, "not_awaiting_approval"),
+    TaskNotRunning: (409, "task_not_running"),
+    TemporalUnavailable: (503, "temporal_unavailable"),
+}
+
+
+def http_answer(exc: TaskError | GatewayError) -> tuple[int, str]:
+    """The HTTP status and error code of an error."""
+    if isinstance(exc, GatewayError):
+        return exc.status, exc.code
+    return _TASK_ERRORS.get(type(exc), (500, "internal_error"))

@@ -13,12 +13,11 @@ from typing import Any, TypeVar
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.background import BackgroundTask
 
-from temporal_executor.bridge.router import validation_problems
-from temporal_executor.gateway._errors import InvalidRequest, PayloadTooLarge
+from temporal_executor.gateway._errors import PayloadTooLarge
 from temporal_executor.gateway._models import (
     ApprovalApplied,
     ApprovalBody,
@@ -28,10 +27,13 @@ from temporal_executor.gateway._models import (
     TaskAccepted,
     TaskStatusBody,
 )
-from temporal_executor.gateway._tasks import TaskService, cloudevent_json
-from temporal_executor.schemas.cloudevent import SEQUENCE_EXTENSION
+from temporal_executor.gateway._streams import TaskStreams, cloudevent_json
+from temporal_executor.schemas.cloudevent import SEQUENCE_EXTENSION, CloudEvent
 from temporal_executor.schemas.event_types import WORKFLOW_ID_PREFIX, workflow_id_for
 from temporal_executor.schemas.requests import ExecutionRequested
+from temporal_executor.tasks.errors import InvalidRequest
+from temporal_executor.tasks.service import TaskService
+from temporal_executor.tasks.validation import validated
 
 M = TypeVar("M", bound=BaseModel)
 PREFIX = "/api/v1"
@@ -48,32 +50,90 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def rest_router(tasks: TaskService, *, max_body_bytes: int) -> APIRouter:
-    router = APIRouter(prefix=PREFIX, tags=["tasks"], responses=_ERRORS)
+class TaskRoutes:
+    """The REST endpoints: each parses its body, asks the task service, and shapes the answer
+    (errors become HTTP answers in `_app`)."""
 
-    async def body(request: Request, model: type[M], *, optional: bool = False) -> M:
-        return _parse(model, await _json_object(request, max_body_bytes, optional=optional))
+    def __init__(self, tasks: TaskService, streams: TaskStreams, *, max_body_bytes: int) -> None:
+        self._tasks = tasks
+        self._streams = streams
+        self._max_body_bytes = max_body_bytes
 
-    @router.post(
-        "/execute",
-        status_code=202,
-        response_model=TaskAccepted,
-        summary="Start a task, as an agent.execution.requested event would",
-        openapi_extra=_body_schema(ExecutionRequested),
-        responses={
-            200: {"model": TaskAccepted, "description": "a task with this id exists: nothing new"},
-            413: {"model": ErrorBody, "description": "body over bus.max_message_bytes"},
-        },
-    )
-    async def execute(request: Request) -> JSONResponse:
-        data = await _json_object(request, max_body_bytes)
+    def router(self) -> APIRouter:
+        router = APIRouter(prefix=PREFIX, tags=["tasks"], responses=_ERRORS)
+        router.add_api_route(
+            "/execute",
+            self.execute,
+            methods=["POST"],
+            status_code=202,
+            response_model=TaskAccepted,
+            summary="Start a task, as an agent.execution.requested event would",
+            openapi_extra=_body_schema(ExecutionRequested),
+            responses={
+                200: {
+                    "model": TaskAccepted,
+                    "description": "a task with this id exists: nothing new",
+                },
+                413: {"model": ErrorBody, "description": "body over bus.max_message_bytes"},
+            },
+        )
+        router.add_api_route(
+            "/status/{workflow_id}",
+            self.status,
+            methods=["GET"],
+            summary="The task's state, iteration, pending approvals and final message",
+        )
+        router.add_api_route(
+            "/approve/{workflow_id}",
+            self.approve,
+            methods=["POST"],
+            summary="Reply to the approval the task waits for, as a bus reply would",
+            openapi_extra=_body_schema(ApprovalBody),
+            responses={
+                403: {
+                    "model": ErrorBody,
+                    "description": "approver not in bridge.allowed_approvers",
+                },
+                409: {"model": ErrorBody, "description": "not waiting for this approval, or ended"},
+            },
+        )
+        router.add_api_route(
+            "/cancel/{workflow_id}",
+            self.cancel,
+            methods=["POST"],
+            status_code=202,
+            summary="Ask for the task to be cancelled, as a cancel event would",
+            openapi_extra=_body_schema(CancelBody, required=False),
+            responses={409: {"model": ErrorBody, "description": "the task has ended"}},
+        )
+        router.add_api_route(
+            "/events/{task_id}",
+            self.events,
+            methods=["GET"],
+            summary="The task's events as Server-Sent Events, from its first to its last",
+            response_class=EventSourceResponse,
+            responses={
+                200: {
+                    "content": {"text/event-stream": {}},
+                    "description": "`id` is the event id, `event` its type, `data` the CloudEvent "
+                    "(JSON format); the stream ends after the task's terminal event. "
+                    "`Last-Event-ID` resumes after that event.",
+                }
+            },
+        )
+        return router
+
+    async def execute(self, request: Request) -> JSONResponse:
+        data = await _json_object(request, self._max_body_bytes)
         data.setdefault("task_id", f"task-{uuid.uuid4().hex}")
-        task = tasks.prepare(
-            _parse(ExecutionRequested, data),
+        transport = self._streams.default
+        task = self._tasks.prepare(
+            validated(ExecutionRequested, data),
+            transport,
             traceparent=request.headers.get("traceparent"),
             tracestate=request.headers.get("tracestate"),
         )
-        started = await tasks.start(task)
+        started = await self._tasks.start(task, transport)
         task_id = task.request.task_id
         workflow_id = workflow_id_for(task_id)
         accepted = TaskAccepted(
@@ -85,28 +145,15 @@ def rest_router(tasks: TaskService, *, max_body_bytes: int) -> APIRouter:
         )
         return JSONResponse(accepted.model_dump(), status_code=202 if started else 200)
 
-    @router.get(
-        "/status/{workflow_id}",
-        summary="The task's state, iteration, pending approvals and final message",
-    )
-    async def status(workflow_id: str) -> TaskStatusBody:
+    async def status(self, workflow_id: str) -> TaskStatusBody:
         task_id = _task_id(workflow_id)
-        found = await tasks.status(task_id)
+        found = await self._tasks.status(task_id)
         return TaskStatusBody(**found.model_dump(), workflow_id=workflow_id_for(task_id))
 
-    @router.post(
-        "/approve/{workflow_id}",
-        summary="Reply to the approval the task waits for, as a bus reply would",
-        openapi_extra=_body_schema(ApprovalBody),
-        responses={
-            403: {"model": ErrorBody, "description": "approver not in bridge.allowed_approvers"},
-            409: {"model": ErrorBody, "description": "not waiting for this approval, or ended"},
-        },
-    )
-    async def approve(workflow_id: str, request: Request) -> ApprovalApplied:
+    async def approve(self, workflow_id: str, request: Request) -> ApprovalApplied:
         task_id = _task_id(workflow_id)
-        reply = await body(request, ApprovalBody)
-        approval_id = await tasks.approve(
+        reply = await self._body(request, ApprovalBody)
+        approval_id = await self._tasks.approve_waiting(
             task_id,
             approval_id=reply.approval_id,
             approved=reply.approved,
@@ -116,57 +163,47 @@ def rest_router(tasks: TaskService, *, max_body_bytes: int) -> APIRouter:
         )
         return ApprovalApplied(task_id=task_id, approval_id=approval_id, approved=reply.approved)
 
-    @router.post(
-        "/cancel/{workflow_id}",
-        status_code=202,
-        summary="Ask for the task to be cancelled, as a cancel event would",
-        openapi_extra=_body_schema(CancelBody, required=False),
-        responses={409: {"model": ErrorBody, "description": "the task has ended"}},
-    )
-    async def cancel(workflow_id: str, request: Request) -> CancelRequestedBody:
+    async def cancel(self, workflow_id: str, request: Request) -> CancelRequestedBody:
         task_id = _task_id(workflow_id)
-        reason = (await body(request, CancelBody, optional=True)).reason
-        await tasks.cancel(task_id, reason)
+        reason = (await self._body(request, CancelBody, optional=True)).reason
+        await self._tasks.running_status(task_id)  # 404 for an unknown task, 409 for an ended one
+        await self._tasks.cancel(task_id, reason)
         return CancelRequestedBody(task_id=task_id)
 
-    @router.get(
-        "/events/{task_id}",
-        summary="The task's events as Server-Sent Events, from its first to its last",
-        response_class=EventSourceResponse,
-        responses={
-            200: {
-                "content": {"text/event-stream": {}},
-                "description": "`id` is the event id, `event` its type, `data` the CloudEvent "
-                "(JSON format); the stream ends after the task's terminal event. "
-                "`Last-Event-ID` resumes after that event.",
-            }
-        },
-    )
-    async def events(task_id: str, request: Request) -> EventSourceResponse:
+    async def events(self, task_id: str, request: Request) -> EventSourceResponse:
         task_id = _task_id(task_id)
-        task = await tasks.task_input(task_id)
+        task = await self._tasks.task_input(task_id)
         after = _sequence(request.headers.get("last-event-id"))
         # Opened here, so that a bus problem is a 503 rather than an empty stream; closed when
         # the stream ends, or after the response if it never started (the client left).
         opened = contextlib.AsyncExitStack()
-        found = await opened.enter_async_context(tasks.events(task_id, task.route, from_start=True))
+        found = await opened.enter_async_context(
+            self._streams.events(task_id, task.route, from_start=True)
+        )
+        return EventSourceResponse(
+            _server_sent(found, after, opened), background=BackgroundTask(opened.aclose)
+        )
 
-        async def stream() -> AsyncIterator[ServerSentEvent]:
-            try:
-                async for event in found:
-                    if int(event.extension(SEQUENCE_EXTENSION) or 0) <= after:
-                        continue
-                    yield ServerSentEvent(
-                        data=json.dumps(cloudevent_json(event), ensure_ascii=False),
-                        event=event.type,
-                        id=event.id,
-                    )
-            finally:
-                await opened.aclose()
+    async def _body(self, request: Request, model: type[M], *, optional: bool = False) -> M:
+        data = await _json_object(request, self._max_body_bytes, optional=optional)
+        return validated(model, data)
 
-        return EventSourceResponse(stream(), background=BackgroundTask(opened.aclose))
 
-    return router
+async def _server_sent(
+    events: AsyncIterator[CloudEvent], after: int, opened: contextlib.AsyncExitStack
+) -> AsyncIterator[ServerSentEvent]:
+    """The events after sequence `after`, as Server-Sent Events; closes `opened` at the end."""
+    try:
+        async for event in events:
+            if int(event.extension(SEQUENCE_EXTENSION) or 0) <= after:
+                continue
+            yield ServerSentEvent(
+                data=json.dumps(cloudevent_json(event), ensure_ascii=False),
+                event=event.type,
+                id=event.id,
+            )
+    finally:
+        await opened.aclose()
 
 
 def request_schemas() -> dict[str, Any]:
@@ -208,13 +245,6 @@ async def _json_object(request: Request, limit: int, *, optional: bool = False) 
         msg = f"the body must be a JSON object, got {type(data).__name__}"
         raise InvalidRequest(msg)
     return data
-
-
-def _parse(model: type[M], data: dict[str, Any]) -> M:
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        raise InvalidRequest(validation_problems(exc)) from None
 
 
 def _task_id(path: str) -> str:

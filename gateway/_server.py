@@ -14,9 +14,10 @@ from temporal_executor.bus.factory import create_transport, enabled_buses
 from temporal_executor.bus.transport import Transport
 from temporal_executor.gateway._app import create_app
 from temporal_executor.gateway._errors import CannotStart
-from temporal_executor.gateway._tasks import TaskService, TemporalLink
+from temporal_executor.gateway._streams import TaskStreams
 from temporal_executor.schemas.config import GatewaySettings, Settings
 from temporal_executor.schemas.task import BusName
+from temporal_executor.tasks.service import TaskService
 
 log = logging.getLogger(__name__)
 
@@ -51,9 +52,10 @@ class GatewayServer:
 
     def __init__(self, settings: Settings, client: Client | None = None) -> None:
         self._settings = settings
-        self._temporal = TemporalLink(settings, client)
+        # Serves while Temporal is away: connects in the background, 503 until then.
+        self._tasks = TaskService(settings, client)
         self._transports: dict[BusName, Transport] = {}
-        self._tasks = TaskService(settings, self._temporal, self._transports)
+        self._streams = TaskStreams(self._transports, settings.bus.default)
         self._server: _Server | None = None
         self._serving: asyncio.Task[None] | None = None
         self.url = ""
@@ -66,9 +68,9 @@ class GatewayServer:
             for bus in enabled_buses(self._settings.bus):
                 self._transports[bus] = create_transport(bus, self._settings.bus)
                 await self._transports[bus].start()
-            self._temporal.start()
+            self._tasks.connect_in_background()
             config = uvicorn.Config(
-                create_app(self._settings, self._tasks, token=token),
+                create_app(self._settings, self._tasks, self._streams, token=token),
                 log_config=None,
                 lifespan="off",
                 timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
@@ -91,7 +93,7 @@ class GatewayServer:
 
     async def stop(self) -> None:
         # Streams (SSE, A2A) end first: otherwise uvicorn would wait for them to time out.
-        await self._tasks.end_streams()
+        await self._streams.end()
         if self._server is not None and self._serving is not None:
             self._server.should_exit = True
             await self._serving
@@ -99,7 +101,7 @@ class GatewayServer:
         log.info("gateway stopped")
 
     async def _close_clients(self) -> None:
-        await self._temporal.close()
+        await self._tasks.close()
         for transport in self._transports.values():
             await transport.close()
 

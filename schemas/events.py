@@ -1,16 +1,20 @@
 """Outbound event data: what result subscribers and approval bots read from the bus."""
 
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from temporal_executor.schemas.conversation import AssistantMessage, ToolCall, Usage
+from temporal_executor.schemas.event_types import EventType
 from temporal_executor.schemas.requests import ModelSelection
 
 
 class TaskEventData(BaseModel):
+    """The data of an event a task publishes; each subclass is the data of one type."""
+
     model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True)
+    event_type: ClassVar[EventType]
 
     task_id: str
     # The request's metadata, echoed on every event so subscribers can correlate.
@@ -18,11 +22,15 @@ class TaskEventData(BaseModel):
 
 
 class ExecutionStarted(TaskEventData):
+    event_type = EventType.EXECUTION_STARTED
+
     workflow_id: str
     llm: ModelSelection = Field(alias="model_config")
 
 
 class LlmResponded(TaskEventData):
+    event_type = EventType.LLM_RESPONDED
+
     iteration: int
     message: AssistantMessage
     usage: Usage
@@ -58,6 +66,8 @@ class LlmDelta(BaseModel):
 
 
 class ApprovalRequested(TaskEventData):
+    event_type = EventType.APPROVAL_REQUESTED
+
     approval_id: str
     tool_call: ToolCall
     reply_to: str
@@ -65,6 +75,8 @@ class ApprovalRequested(TaskEventData):
 
 
 class ApprovalResolved(TaskEventData):
+    event_type = EventType.APPROVAL_RESOLVED
+
     approval_id: str
     approved: bool
     approver: str | None = None
@@ -73,6 +85,8 @@ class ApprovalResolved(TaskEventData):
 
 
 class ToolCompleted(TaskEventData):
+    event_type = EventType.TOOL_COMPLETED
+
     tool_call_id: str
     name: str
     result: Any = None
@@ -81,6 +95,8 @@ class ToolCompleted(TaskEventData):
 
 
 class ExecutionCompleted(TaskEventData):
+    event_type = EventType.EXECUTION_COMPLETED
+
     final_message: str
     iterations: int
     usage: Usage
@@ -92,9 +108,13 @@ class ErrorInfo(BaseModel):
 
 
 class ExecutionFailed(TaskEventData):
+    event_type = EventType.EXECUTION_FAILED
+
     error: ErrorInfo
     iterations: int
 
 
 class ExecutionCancelled(TaskEventData):
+    event_type = EventType.EXECUTION_CANCELLED
+
     reason: str | None = None

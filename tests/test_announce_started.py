@@ -5,10 +5,10 @@ from typing import Any
 
 import pytest
 
-from temporal_executor.bridge.announcer import started_announcement
 from temporal_executor.schemas.event_types import EventType, workflow_id_for
 from temporal_executor.schemas.requests import ExecutionRequested, ModelSelection
 from temporal_executor.schemas.task import AgentTaskInput, BusName, EventRoute
+from temporal_executor.tasks.announcer import started_announcement
 from tests.harness import BUSES, ServiceHarness, new_task_id, types
 
 ROUTE = EventRoute(

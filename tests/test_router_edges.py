@@ -15,7 +15,6 @@ each) put together by the test, so that the Router can be a subclass that fails 
 import asyncio
 from collections import Counter
 from collections.abc import AsyncIterator
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +30,7 @@ from temporal_executor.schemas.cloudevent import CloudEvent
 from temporal_executor.schemas.config import Settings
 from temporal_executor.schemas.event_types import TERMINAL_TYPES, EventType, workflow_id_for
 from temporal_executor.schemas.task import BusName
-from temporal_executor.tasks.temporal_gateway import TemporalGateway
+from temporal_executor.tasks.service import TaskService
 from temporal_executor.worker.service import run_worker
 from tests.harness import BUSES, BusWatcher, ServiceHarness, new_task_id, service_settings, types
 
@@ -49,8 +48,8 @@ class ScriptedFaultRouter(Router):
     """The real Router, except that it raises a plain bug on the first `failures[id]`
     attempts at the event with that id; it counts every attempt at every event."""
 
-    def __init__(self, gateway: TemporalGateway, settings: Settings) -> None:
-        super().__init__(gateway, settings)
+    def __init__(self, tasks: TaskService, settings: Settings) -> None:
+        super().__init__(tasks, settings)
         self.failures: dict[str, int] = {}
         self.attempts: Counter[str] = Counter()
         self._attempted = asyncio.Condition()
@@ -75,12 +74,7 @@ class AssembledBridge:
 
     def __init__(self, settings: Settings, client: Client) -> None:
         self._settings = settings
-        gateway = TemporalGateway(
-            client,
-            settings.temporal.task_queue,
-            rpc_timeout=timedelta(seconds=settings.bridge.rpc_timeout_seconds),
-        )
-        self.router = ScriptedFaultRouter(gateway, settings)
+        self.router = ScriptedFaultRouter(TaskService(settings, client), settings)
         self._transports: list[Transport] = []
         self._runs: list[asyncio.Task[None]] = []
 

@@ -1,8 +1,10 @@
 """Every piece of a task's I/O: planning from config, LLM calls, tool calls, publishing.
 
 The activities are methods of one class that takes its clients in `__init__`, so tests
-and the benchmark can give it other ones. Errors become `ApplicationError`s whose `type`
-is the `error.type` the task fails with; only retryable ones are retried by Temporal.
+and the benchmark can give it other ones; it implements the declarations the workflow
+imports (`activity_declarations.py`), under the same activity names. Errors become
+`ApplicationError`s whose `type` is the `error.type` the task fails with; only retryable
+ones are retried by Temporal.
 """
 
 import asyncio
@@ -29,6 +31,7 @@ from temporal_executor.schemas.task import (
     ToolCallInput,
     ToolCallResult,
 )
+from temporal_executor.worker.activity_declarations import AgentActivityDeclarations
 from temporal_executor.worker.deltas import DeltaPublisher
 from temporal_executor.worker.errors import WorkerError
 from temporal_executor.worker.llm.registry import ProviderRegistry
@@ -50,7 +53,7 @@ def to_application_error(error: WorkerError) -> ApplicationError:
     )
 
 
-class AgentActivities:
+class AgentActivities(AgentActivityDeclarations):
     def __init__(
         self,
         *,

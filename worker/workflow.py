@@ -16,10 +16,8 @@ from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_
 from temporalio.exceptions import TimeoutError as ActivityTimeoutError
 
 with workflow.unsafe.imports_passed_through():
-    from pydantic import BaseModel
-
     from temporal_executor.schemas.conversation import ChatMessage, ToolCall
-    from temporal_executor.schemas.event_types import WORKFLOW_TYPE, EventType, event_id_for
+    from temporal_executor.schemas.event_types import WORKFLOW_TYPE, event_id_for
     from temporal_executor.schemas.events import (
         ApprovalRequested,
         ApprovalResolved,
@@ -29,6 +27,7 @@ with workflow.unsafe.imports_passed_through():
         ExecutionFailed,
         ExecutionStarted,
         LlmResponded,
+        TaskEventData,
         ToolCompleted,
     )
     from temporal_executor.schemas.task import (
@@ -47,7 +46,7 @@ with workflow.unsafe.imports_passed_through():
         ToolCallInput,
         ToolCallResult,
     )
-    from temporal_executor.worker.activities import AgentActivities
+    from temporal_executor.worker.activity_declarations import AgentActivityDeclarations
 
 # Errors from which a retry of the same call cannot recover: the task fails at once.
 TASK_FATAL_TOOL_ERRORS = frozenset({"invalid_tool_arguments", "unknown_tool"})
@@ -93,50 +92,50 @@ class AgentExecutionWorkflow:
         self._decisions: dict[str, ApprovalDecision] = {}
         self._final_message: str | None = None
         self._error: str | None = None
-        # Events made but not yet published; see `_publish`.
+        # Set by the first activity; None only while it runs (or if it never returns).
+        self._plan: TaskPlan | None = None
+        # Events made but not yet published; see `_emit`.
         self._outbox: list[PublishInput] = []
 
     @workflow.run
     async def run(self, task: AgentTaskInput) -> TaskResult:
-        plan: TaskPlan | None = None
         try:
             if workflow.patched(LOCAL_ACTIVITIES_PATCH):
-                plan = await workflow.execute_local_activity_method(
-                    AgentActivities.plan_task,
+                self._plan = await workflow.execute_local_activity_method(
+                    AgentActivityDeclarations.plan_task,
                     self._request,
                     start_to_close_timeout=PLAN_TIMEOUT,
                 )
             else:  # a task started before the patch, replaying
-                plan = await workflow.execute_activity_method(
-                    AgentActivities.plan_task,
+                self._plan = await workflow.execute_activity_method(
+                    AgentActivityDeclarations.plan_task,
                     self._request,
                     start_to_close_timeout=PLAN_TIMEOUT,
                 )
             if self._sequence == 0:
-                await self._publish(
-                    EventType.EXECUTION_STARTED,
+                await self._emit(
                     ExecutionStarted(
                         task_id=self._request.task_id,
                         workflow_id=workflow.info().workflow_id,
-                        llm=plan.selection,
+                        llm=self._plan.selection,
                         metadata=self._request.metadata,
-                    ),
-                    plan,
+                    )
                 )
-            if plan.error:
-                raise TaskFailed(plan.error)
-            return await self._loop(plan)
+            if self._plan.error:
+                raise TaskFailed(self._plan.error)
+            return await self._loop()
         except TaskFailed as failure:
-            await self._finish_failed(failure.error, plan)
+            await self._finish_failed(failure.error)
         except asyncio.CancelledError:
-            await self._finish_cancelled(plan)
+            await self._finish_cancelled()
             raise
 
-    async def _loop(self, plan: TaskPlan) -> TaskResult:
+    async def _loop(self) -> TaskResult:
+        plan = self._planned
         while self._iteration < plan.max_iterations:
-            self._continue_as_new_if_due(plan)
+            self._continue_as_new_if_due()
             self._iteration += 1
-            reply = await self._call_llm(plan)
+            reply = await self._call_llm()
             self._usage = self._usage + reply.usage
             self._messages.append(
                 ChatMessage(
@@ -145,8 +144,7 @@ class AgentExecutionWorkflow:
                     tool_calls=reply.message.tool_calls,
                 )
             )
-            await self._publish(
-                EventType.LLM_RESPONDED,
+            await self._emit(
                 LlmResponded(
                     task_id=self._request.task_id,
                     iteration=self._iteration,
@@ -157,13 +155,12 @@ class AgentExecutionWorkflow:
                     truncated=reply.truncated,
                     metadata=self._request.metadata,
                 ),
-                plan,
                 hold=True,
             )
             if not reply.message.tool_calls:
-                return await self._finish_completed(reply.message.content, plan)
+                return await self._finish_completed(reply.message.content)
             for index, call in enumerate(reply.message.tool_calls):
-                await self._handle_tool_call(call, index, plan)
+                await self._handle_tool_call(call, index)
         raise TaskFailed(
             ErrorInfo(
                 type="max_iterations_reached",
@@ -171,7 +168,7 @@ class AgentExecutionWorkflow:
             )
         )
 
-    async def _call_llm(self, plan: TaskPlan) -> LlmCallResult:
+    async def _call_llm(self) -> LlmCallResult:
         """One LLM turn: the planned selection, then its fallbacks while it is down.
 
         A selection is "down" when the activity failed with a retryable error (rate limit,
@@ -180,13 +177,14 @@ class AgentExecutionWorkflow:
         as soon as it recovers; the `provider` and `model` of `agent.llm.responded` tell
         which one answered.
         """
+        plan = self._planned
         selections = [plan.selection, *plan.fallbacks]
         while True:
             position = len(plan.fallbacks) + 1 - len(selections)
             selection = selections.pop(0)
             try:
                 return await workflow.execute_activity_method(
-                    AgentActivities.call_llm,
+                    AgentActivityDeclarations.call_llm,
                     LlmCallInput(
                         task_id=self._request.task_id,
                         selection=selection,
@@ -214,21 +212,22 @@ class AgentExecutionWorkflow:
                     extra={"failed": selection.provider, "next": selections[0].provider},
                 )
 
-    async def _handle_tool_call(self, call: ToolCall, index: int, plan: TaskPlan) -> None:
+    async def _handle_tool_call(self, call: ToolCall, index: int) -> None:
+        plan = self._planned
         if call.name in plan.approval.tools:
-            decision = await self._await_approval(call, index, plan)
+            decision = await self._await_approval(call, index)
             if not decision.approved:
                 why = f": {decision.reason}" if decision.reason else ""
                 await self._record_tool_result(
-                    call, ToolCallResult(error=f"a person denied this tool call{why}"), plan
+                    call, ToolCallResult(error=f"a person denied this tool call{why}")
                 )
                 return
             if decision.arguments is not None:
                 call = call.model_copy(update={"arguments": decision.arguments})
-        await self._flush(plan)
+        await self._flush()
         try:
             result = await workflow.execute_activity_method(
-                AgentActivities.run_tool,
+                AgentActivityDeclarations.run_tool,
                 ToolCallInput(task_id=self._request.task_id, tool_call=call),
                 start_to_close_timeout=timedelta(
                     seconds=plan.tool_timeouts.get(call.name, plan.tool_timeout_seconds)
@@ -243,11 +242,9 @@ class AgentExecutionWorkflow:
                 raise TaskFailed(error) from exc
             # The tool itself failed after its retries: the model is told and may adapt.
             result = ToolCallResult(error=error.message)
-        await self._record_tool_result(call, result, plan)
+        await self._record_tool_result(call, result)
 
-    async def _record_tool_result(
-        self, call: ToolCall, result: ToolCallResult, plan: TaskPlan
-    ) -> None:
+    async def _record_tool_result(self, call: ToolCall, result: ToolCallResult) -> None:
         content = f"error: {result.error}" if result.error is not None else _as_text(result.result)
         self._messages.append(
             ChatMessage(
@@ -258,8 +255,7 @@ class AgentExecutionWorkflow:
                 is_error=result.error is not None,
             )
         )
-        await self._publish(
-            EventType.TOOL_COMPLETED,
+        await self._emit(
             ToolCompleted(
                 task_id=self._request.task_id,
                 tool_call_id=call.id,
@@ -269,10 +265,10 @@ class AgentExecutionWorkflow:
                 truncated=result.truncated,
                 metadata=self._request.metadata,
             ),
-            plan,
         )
 
-    async def _await_approval(self, call: ToolCall, index: int, plan: TaskPlan) -> ApprovalDecision:
+    async def _await_approval(self, call: ToolCall, index: int) -> ApprovalDecision:
+        plan = self._planned
         approval_id = f"approval-{self._iteration}-{index + 1}"
         timeout = timedelta(seconds=plan.approval.timeout_seconds)
         expires_at = workflow.now() + timeout
@@ -280,8 +276,7 @@ class AgentExecutionWorkflow:
             approval_id=approval_id, tool_call=call, expires_at=expires_at
         )
         self._state = "awaiting_approval"
-        await self._publish(
-            EventType.APPROVAL_REQUESTED,
+        await self._emit(
             ApprovalRequested(
                 task_id=self._request.task_id,
                 approval_id=approval_id,
@@ -290,7 +285,6 @@ class AgentExecutionWorkflow:
                 expires_at=expires_at,
                 metadata=self._request.metadata,
             ),
-            plan,
         )
         try:
             await workflow.wait_condition(
@@ -311,8 +305,7 @@ class AgentExecutionWorkflow:
         finally:
             self._pending.pop(approval_id, None)
             self._state = "awaiting_approval" if self._pending else "running"
-        await self._publish(
-            EventType.APPROVAL_RESOLVED,
+        await self._emit(
             ApprovalResolved(
                 task_id=self._request.task_id,
                 approval_id=approval_id,
@@ -322,7 +315,6 @@ class AgentExecutionWorkflow:
                 timed_out=timed_out,
                 metadata=self._request.metadata,
             ),
-            plan,
         )
         return decision
 
@@ -352,10 +344,10 @@ class AgentExecutionWorkflow:
             error=self._error,
         )
 
-    def _continue_as_new_if_due(self, plan: TaskPlan) -> None:
+    def _continue_as_new_if_due(self) -> None:
         info = workflow.info()
         due = (
-            info.get_current_history_length() >= plan.continue_as_new_after_events
+            info.get_current_history_length() >= self._planned.continue_as_new_after_events
             or info.is_continue_as_new_suggested()
         )
         if not due:
@@ -372,10 +364,9 @@ class AgentExecutionWorkflow:
             )
         )
 
-    async def _finish_completed(self, final_message: str, plan: TaskPlan) -> TaskResult:
+    async def _finish_completed(self, final_message: str) -> TaskResult:
         self._state, self._final_message = "completed", final_message
-        await self._publish(
-            EventType.EXECUTION_COMPLETED,
+        await self._emit(
             ExecutionCompleted(
                 task_id=self._request.task_id,
                 final_message=final_message,
@@ -383,7 +374,6 @@ class AgentExecutionWorkflow:
                 usage=self._usage,
                 metadata=self._request.metadata,
             ),
-            plan,
         )
         return TaskResult(
             task_id=self._request.task_id,
@@ -393,37 +383,36 @@ class AgentExecutionWorkflow:
             usage=self._usage,
         )
 
-    async def _finish_failed(self, error: ErrorInfo, plan: TaskPlan | None) -> NoReturn:
+    async def _finish_failed(self, error: ErrorInfo) -> NoReturn:
         self._state, self._error = "failed", error.message
-        await self._publish(
-            EventType.EXECUTION_FAILED,
+        await self._emit(
             ExecutionFailed(
                 task_id=self._request.task_id,
                 error=error,
                 iterations=self._iteration,
                 metadata=self._request.metadata,
             ),
-            plan,
         )
         # Failing the workflow itself shows the task as Failed in the Temporal UI.
         raise ApplicationError(error.message, type=error.type, non_retryable=True)
 
-    async def _finish_cancelled(self, plan: TaskPlan | None) -> None:
+    async def _finish_cancelled(self) -> None:
         self._state = "cancelled"
         self._pending.clear()
-        await self._publish(
-            EventType.EXECUTION_CANCELLED,
+        await self._emit(
             ExecutionCancelled(
                 task_id=self._request.task_id,
                 reason=workflow.cancellation_reason() or None,
                 metadata=self._request.metadata,
             ),
-            plan,
         )
 
-    async def _publish(
-        self, event_type: EventType, data: BaseModel, plan: TaskPlan | None, *, hold: bool = False
-    ) -> None:
+    @property
+    def _planned(self) -> TaskPlan:
+        assert self._plan is not None, "the task is planned before anything else"
+        return self._plan
+
+    async def _emit(self, data: TaskEventData, *, hold: bool = False) -> None:
         """Publish the event, after any held ones; `hold` keeps it for the next publish
         (or `_flush`) instead, which the caller must make before it waits on anything."""
         self._sequence += 1
@@ -431,7 +420,7 @@ class AgentExecutionWorkflow:
         self._outbox.append(
             PublishInput(
                 route=self._task.route,
-                event_type=event_type,
+                event_type=data.event_type,
                 event_id=event_id_for(workflow_id, self._sequence),
                 task_id=self._request.task_id,
                 sequence=self._sequence,
@@ -445,12 +434,13 @@ class AgentExecutionWorkflow:
             and workflow.patched(BATCHED_PUBLISH_PATCH)
         ):
             return
-        await self._flush(plan)
+        await self._flush()
 
-    async def _flush(self, plan: TaskPlan | None) -> None:
+    async def _flush(self) -> None:
         """Publish the held events, in order, in one activity."""
         if not self._outbox:
             return
+        plan = self._plan
         timeout = timedelta(seconds=plan.publish_timeout_seconds if plan else 15)
         # Publishing must not give up: the bus being down delays the task, never loses events
         # (a cancellation may interrupt it: the terminal event still follows).
@@ -458,21 +448,21 @@ class AgentExecutionWorkflow:
         batch, self._outbox = self._outbox, []
         if len(batch) > 1:
             await workflow.execute_local_activity_method(
-                AgentActivities.publish_events,
+                AgentActivityDeclarations.publish_events,
                 PublishBatch(events=batch),
                 start_to_close_timeout=timeout,
                 retry_policy=retry,
             )
         elif workflow.patched(LOCAL_ACTIVITIES_PATCH):
             await workflow.execute_local_activity_method(
-                AgentActivities.publish_event,
+                AgentActivityDeclarations.publish_event,
                 batch[0],
                 start_to_close_timeout=timeout,
                 retry_policy=retry,
             )
         else:  # a task started before the patch, replaying
             await workflow.execute_activity_method(
-                AgentActivities.publish_event,
+                AgentActivityDeclarations.publish_event,
                 batch[0],
                 start_to_close_timeout=timeout,
                 retry_policy=retry,

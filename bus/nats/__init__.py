@@ -1,1 +1,2 @@
-"""NATS JetStream: the transport, its pull-consumer loops and watches (nats-py)."""
+"""NATS JetStream: the transport, its pull-consumer loops, watches and a readiness probe
+(nats-py)."""

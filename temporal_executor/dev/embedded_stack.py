@@ -544,25 +544,9 @@ async def _temporal_ready(address: str) -> None:
 
 
 async def _nats_ready(url: str) -> None:
-    from nats.aio.client import Client as NatsClient
+    from temporal_executor.bus.nats.probe import jetstream_ready
 
-    async def quiet(exc: Exception) -> None:  # nats-py logs every refused connect otherwise
-        del exc
-
-    nc = NatsClient()
-    try:
-        # max_reconnect_attempts=0 would mean "retry forever" inside connect() itself.
-        await nc.connect(
-            url,
-            connect_timeout=1,
-            allow_reconnect=False,
-            max_reconnect_attempts=1,
-            reconnect_time_wait=0,
-            error_cb=quiet,
-        )
-        await nc.jetstream().account_info()
-    finally:
-        await nc.close()  # also after a failed connect, which leaves its socket open
+    await jetstream_ready(url)
 
 
 async def _kafka_ready(bootstrap: str) -> None:

@@ -1,7 +1,8 @@
 """Announces `agent.execution.started` the moment Temporal accepted a task's start.
 
 The workflow publishes the same event — same id `<workflow id>/1`, same data — once its
-first workflow task has planned the task. Announcing it from the bridge tells subscribers
+first workflow task has planned the task. Announcing it as the start returns (for the
+bridge and the gateway alike) tells subscribers
 one bus hop after the start RPC instead of after the server dispatched that workflow task
 (20-30 ms later on the dev server, docs/performance.md). Consumers already dedupe by
 event id (the contract's "at least once out"), so the second copy is harmless.
@@ -24,10 +25,10 @@ ANNOUNCE_TIMEOUT_SECONDS = 5.0
 
 
 def started_announcement(task: AgentTaskInput) -> PublishInput | None:
-    """The workflow's first event, if the bridge can know it exactly.
+    """The workflow's first event, if the task service can know it exactly.
 
     Without `model_config` in the request the worker's config picks the model, which
-    the bridge's config need not agree with; such a task is announced by its workflow only.
+    this process's config need not agree with; such a task is announced by its workflow only.
     """
     request = task.request
     if request.llm is None or task.carried_sequence != 0:
@@ -57,7 +58,7 @@ async def announce_started(transport: Transport, task: AgentTaskInput, source: s
         return
     try:
         async with asyncio.timeout(ANNOUNCE_TIMEOUT_SECONDS):
-            # Unconfirmed: the workflow's copy is the confirmed one, so the bridge need not
+            # Unconfirmed: the workflow's copy is the confirmed one, so the caller need not
             # wait for a reply from the bus (a JetStream ack) for every request it handles.
             event = build_event(publish, source)
             await transport.publish(publish.route.events_destination, event, confirm=False)

@@ -1,0 +1,337 @@
+"""The task service: what every way in (bus, HTTP, A2A) asks of Temporal, in one place.
+
+API. `TaskService(settings, client=None)` wraps the Temporal client (`client=None`:
+`connect_in_background()` connects with the bridge's backoff; until then every call raises
+`TemporalUnavailable`; `close()` stops that). `prepare(request, transport, reply_to=,
+traceparent=, tracestate=)` builds the workflow input (`AgentTaskInput`, with the route of
+its events on `transport`'s bus); `start(task, transport)` starts its workflow
+(`agent-execution-<task_id>`, id never reused) and returns False for a duplicate, else
+announces `agent.execution.started` on `transport` (`bridge.announce_started`).
+`cancel(task_id, reason)` cancels a running task. `approve(task_id, decision)` applies an
+`ApprovalDecision` as a bus reply does (first valid reply wins: a later one returns
+`ApprovalOutcome(applied=False)`); `approve_waiting(task_id, approval_id=None, approved=,
+approver=, reason=, arguments=)` is the interactive form (HTTP, A2A): it checks the task
+runs, defaults to the approval it waits for, and raises when nothing changed; both check
+`bridge.allowed_approvers` first (`check_approver`). `status(task_id)` is the workflow's
+`status` query (`running_status` also raises for a finished task); `task_input(task_id)`
+decodes the input the task's current run started with (its request and event route) from
+its history; `ping()` asks Temporal for its system info. `validated(model, data)`
+(`tasks/validation.py`) checks inbound data. Every failure is a `TaskError`
+(`tasks/errors.py`): `InvalidRequest`, `ApproverNotAllowed`, `TaskNotFound`,
+`TaskNotRunning`, `UnknownApproval`, `StatusUnavailable`, `TemporalUnavailable` (retry
+later); `_rpc_error` is the one place Temporal's RPC errors are classified. A check on a
+start or an approval (signatures, budgets, tracing) belongs here, so that the bridge and
+the gateway both get it.
+"""
+
+import asyncio
+import logging
+from datetime import timedelta
+
+from temporalio.api.workflowservice.v1 import GetSystemInfoRequest
+from temporalio.client import (
+    Client,
+    WorkflowExecutionStatus,
+    WorkflowQueryFailedError,
+    WorkflowUpdateFailedError,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
+)
+from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
+
+from temporal_executor.bus.transport import Transport
+from temporal_executor.schemas.config import Settings
+from temporal_executor.schemas.event_types import WORKFLOW_TYPE, workflow_id_for
+from temporal_executor.schemas.requests import ExecutionRequested
+from temporal_executor.schemas.task import (
+    AgentTaskInput,
+    ApprovalDecision,
+    ApprovalOutcome,
+    EventRoute,
+    TaskStatus,
+)
+from temporal_executor.tasks.announcer import announce_started
+from temporal_executor.tasks.errors import (
+    ApproverNotAllowed,
+    InvalidRequest,
+    StatusUnavailable,
+    TaskError,
+    TaskNotFound,
+    TaskNotRunning,
+    TemporalUnavailable,
+    UnknownApproval,
+)
+from temporal_executor.tasks.temporal_connection import connect_with_retry
+
+log = logging.getLogger(__name__)
+
+# States of the workflow's `status` query after which the task takes no more changes.
+TERMINAL_STATES = frozenset({"completed", "failed", "cancelled"})
+
+# Codes that mean "Temporal is not there right now", not "this request is wrong".
+_TRANSIENT_CODES = frozenset(
+    {
+        RPCStatusCode.UNAVAILABLE,
+        RPCStatusCode.DEADLINE_EXCEEDED,
+        RPCStatusCode.RESOURCE_EXHAUSTED,
+        RPCStatusCode.ABORTED,
+        RPCStatusCode.INTERNAL,
+        RPCStatusCode.UNKNOWN,
+        RPCStatusCode.CANCELLED,
+        # A credentials or permissions problem is config's fault, not the request's:
+        # keep the request until an operator fixes it.
+        RPCStatusCode.UNAUTHENTICATED,
+        RPCStatusCode.PERMISSION_DENIED,
+    }
+)
+
+
+class TaskService:
+    def __init__(self, settings: Settings, client: Client | None = None) -> None:
+        self._settings = settings
+        self._client = client
+        self._rpc_timeout = timedelta(seconds=settings.bridge.rpc_timeout_seconds)
+        self._allowed_approvers = frozenset(settings.bridge.allowed_approvers)
+        self._stop = asyncio.Event()
+        self._connecting: asyncio.Task[None] | None = None
+
+    # The Temporal client ------------------------------------------------------------------
+
+    def connect_in_background(self) -> None:
+        """Connect (with backoff) unless given a client; calls raise `TemporalUnavailable`
+        until connected, so a caller can serve while Temporal is away."""
+        if self._client is None and self._connecting is None:
+            self._connecting = asyncio.create_task(self._connect(), name="temporal-connect")
+
+    async def _connect(self) -> None:
+        self._client = await connect_with_retry(self._settings, self._stop)
+        if self._client is not None:
+            log.info("connected to Temporal", extra={"temporal": self._address})
+
+    async def close(self) -> None:
+        self._stop.set()
+        if self._connecting is not None:
+            self._connecting.cancel()
+            await asyncio.gather(self._connecting, return_exceptions=True)
+
+    @property
+    def _address(self) -> str:
+        return self._settings.temporal.host_port
+
+    @property
+    def client(self) -> Client:
+        if self._client is None:
+            msg = f"Temporal at {self._address} is not reachable (yet)"
+            raise TemporalUnavailable(msg)
+        return self._client
+
+    async def ping(self) -> None:
+        """Return once Temporal answers; `TemporalUnavailable` saying why it does not."""
+        try:
+            await self.client.workflow_service.get_system_info(
+                GetSystemInfoRequest(), timeout=self._rpc_timeout
+            )
+        except RPCError as exc:
+            msg = f"Temporal at {self._address}: {exc.message}"
+            raise TemporalUnavailable(msg) from exc
+
+    # Starting -----------------------------------------------------------------------------
+
+    def prepare(
+        self,
+        request: ExecutionRequested,
+        transport: Transport,
+        *,
+        reply_to: str | None = None,
+        traceparent: str | None = None,
+        tracestate: str | None = None,
+    ) -> AgentTaskInput:
+        """The workflow input of a request whose events go out on `transport`: to the task's
+        destinations there, or all to `reply_to` when the request names one."""
+        task_id = request.task_id
+        route = EventRoute(
+            bus=transport.bus,
+            events_destination=reply_to or transport.events_destination(task_id),
+            approvals_destination=reply_to or transport.approvals_destination(task_id),
+            approval_replies_destination=transport.approval_replies_destination(task_id),
+            deltas_destination=transport.deltas_destination(task_id),
+            traceparent=traceparent,
+            tracestate=tracestate,
+        )
+        return AgentTaskInput(request=request, route=route)
+
+    async def start(self, task: AgentTaskInput, transport: Transport) -> bool:
+        """Start the task's workflow; False if a task with its id exists or existed (then
+        nothing starts). A started task is announced on `transport`, its route's bus."""
+        task_id = task.request.task_id
+        try:
+            await self.client.start_workflow(
+                WORKFLOW_TYPE,
+                task,
+                id=workflow_id_for(task_id),
+                task_queue=self._settings.temporal.task_queue,
+                # A task id is never reused, not even after its workflow closed.
+                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+                rpc_timeout=self._rpc_timeout,
+            )
+        except WorkflowAlreadyStartedError:
+            log.info("duplicate request ignored: task exists", extra={"task_id": task_id})
+            return False
+        except RPCError as exc:
+            raise _rpc_error(exc, task_id) from exc
+        log.info("task started", extra={"task_id": task_id, "bus": task.route.bus})
+        if self._settings.bridge.announce_started:
+            await announce_started(transport, task, self._settings.bus.source)
+        return True
+
+    # Changing a running task --------------------------------------------------------------
+
+    async def cancel(self, task_id: str, reason: str | None) -> None:
+        # Temporal accepts a cancel for a closed workflow silently; the sender should learn
+        # that it changed nothing.
+        if not await self._is_running(task_id):
+            msg = f"task {task_id} is not running (finished, or never started)"
+            raise TaskNotRunning(msg)
+        handle = self.client.get_workflow_handle(workflow_id_for(task_id))
+        try:
+            await handle.cancel(reason=reason or "", rpc_timeout=self._rpc_timeout)
+        except RPCError as exc:
+            raise _rpc_error(exc, task_id) from exc
+        log.info("task cancel requested", extra={"task_id": task_id})
+
+    def check_approver(self, approver: str | None) -> None:
+        if self._allowed_approvers and approver not in self._allowed_approvers:
+            msg = f"approver {approver!r} is not in bridge.allowed_approvers"
+            raise ApproverNotAllowed(msg)
+
+    async def approve(self, task_id: str, decision: ApprovalDecision) -> ApprovalOutcome:
+        """Apply an approval reply; `applied` is False when an earlier reply won."""
+        self.check_approver(decision.approver)
+        return await self._resolve(task_id, decision)
+
+    async def approve_waiting(
+        self,
+        task_id: str,
+        *,
+        approval_id: str | None,
+        approved: bool,
+        approver: str | None,
+        reason: str | None = None,
+        arguments: dict[str, object] | None = None,
+    ) -> str:
+        """Resolve an approval the running task waits for (by default the first pending);
+        its id. `UnknownApproval` when it waits for no such approval (any more)."""
+        self.check_approver(approver)
+        status = await self.running_status(task_id)
+        if approval_id is None:
+            if not status.pending_approvals:
+                msg = f"task {task_id} is not waiting for an approval (it is {status.state})"
+                raise UnknownApproval(msg)
+            approval_id = status.pending_approvals[0].approval_id
+        decision = ApprovalDecision(
+            approval_id=approval_id,
+            approved=approved,
+            approver=approver,
+            reason=reason,
+            arguments=arguments,
+        )
+        outcome = await self._resolve(task_id, decision)
+        if not outcome.applied:
+            msg = f"approval {approval_id} of task {task_id} is {outcome.detail or 'resolved'}"
+            raise UnknownApproval(msg)
+        return approval_id
+
+    async def _resolve(self, task_id: str, decision: ApprovalDecision) -> ApprovalOutcome:
+        handle = self.client.get_workflow_handle(workflow_id_for(task_id))
+        try:
+            outcome: ApprovalOutcome = await handle.execute_update(
+                "resolve_approval",
+                decision,
+                result_type=ApprovalOutcome,
+                rpc_timeout=self._rpc_timeout,
+            )
+        except WorkflowUpdateFailedError as exc:
+            cause = exc.cause
+            if isinstance(cause, ApplicationError) and cause.type == "unknown_approval":
+                raise UnknownApproval(cause.message) from exc
+            raise TaskNotRunning(str(cause or exc)) from exc
+        except WorkflowUpdateRPCTimeoutOrCancelledError as exc:
+            # No worker took the update in time (workers down or busy): try again later.
+            msg = f"approval for task {task_id}: no worker answered in time"
+            raise TemporalUnavailable(msg) from exc
+        except RPCError as exc:
+            raise _rpc_error(exc, task_id) from exc
+        log.info(
+            "approval reply applied" if outcome.applied else "approval reply ignored",
+            extra={
+                "task_id": task_id,
+                "approval_id": decision.approval_id,
+                "approved": decision.approved,
+                "detail": outcome.detail,
+            },
+        )
+        return outcome
+
+    # Reading a task -----------------------------------------------------------------------
+
+    async def status(self, task_id: str) -> TaskStatus:
+        """The workflow's `status` query (running or finished)."""
+        handle = self.client.get_workflow_handle(workflow_id_for(task_id))
+        try:
+            status: TaskStatus = await handle.query(
+                "status", result_type=TaskStatus, rpc_timeout=self._rpc_timeout
+            )
+        except RPCError as exc:
+            raise _rpc_error(exc, task_id) from exc
+        except WorkflowQueryFailedError as exc:
+            msg = f"the status query of task {task_id} failed: {exc}"
+            raise StatusUnavailable(msg) from exc
+        return status
+
+    async def running_status(self, task_id: str) -> TaskStatus:
+        """The status of a task that can still change; `TaskNotRunning` once it has ended."""
+        status = await self.status(task_id)
+        if status.state in TERMINAL_STATES:
+            msg = f"task {task_id} is not running: it has {status.state}"
+            raise TaskNotRunning(msg)
+        return status
+
+    async def task_input(self, task_id: str) -> AgentTaskInput:
+        """The input of the task's current run (its request, and where its events go)."""
+        client = self.client
+        handle = client.get_workflow_handle(workflow_id_for(task_id))
+        try:
+            async for event in handle.fetch_history_events(
+                page_size=1, rpc_timeout=self._rpc_timeout
+            ):
+                payloads = event.workflow_execution_started_event_attributes.input.payloads
+                decoded = await client.data_converter.decode(payloads, [AgentTaskInput])
+                task: AgentTaskInput = decoded[0]
+                return task
+        except RPCError as exc:
+            raise _rpc_error(exc, task_id) from exc
+        msg = f"no task {task_id!r}"
+        raise TaskNotFound(msg)
+
+    async def _is_running(self, task_id: str) -> bool:
+        handle = self.client.get_workflow_handle(workflow_id_for(task_id))
+        try:
+            description = await handle.describe(rpc_timeout=self._rpc_timeout)
+        except RPCError as exc:
+            if exc.status == RPCStatusCode.NOT_FOUND:
+                return False
+            raise _rpc_error(exc, task_id) from exc
+        return description.status == WorkflowExecutionStatus.RUNNING
+
+
+def _rpc_error(exc: RPCError, task_id: str) -> TaskError:
+    """Temporal's RPC errors, classified once for every way in."""
+    if exc.status in _TRANSIENT_CODES:
+        return TemporalUnavailable(f"Temporal unavailable ({exc.status.name}): {exc.message}")
+    if exc.status == RPCStatusCode.NOT_FOUND:
+        return TaskNotFound(f"no task {task_id!r} (workflow {workflow_id_for(task_id)})")
+    if exc.status == RPCStatusCode.FAILED_PRECONDITION:
+        return TaskNotRunning(f"task {task_id} is not running: {exc.message}")
+    return InvalidRequest(f"Temporal refused: {exc.message}")

@@ -1,0 +1,204 @@
+"""The layers hold: each package imports only the ones below it (README, "Layout").
+
+    schemas  ->  bus, tasks.temporal_connection  ->  tasks  ->  bridge, gateway, worker  ->  CLI
+
+Read from the source with `ast`, so a lazy import inside a function counts as much as one
+at the top of a module. Checked: the installed package, i.e. the top-level folders and
+`temporal_executor/` itself (the CLI, `config_file`, `logs`, `dev/`). Not checked: `bench/`
+(its baseline consumer measures the raw aiokafka and nats clients on purpose) and `tests/`.
+"""
+
+import ast
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = "temporal_executor"
+LAYERS = ("schemas", "bus", "tasks", "bridge", "gateway", "worker")
+# The CLI layer: everything in `temporal_executor/` that is not a linked layer folder.
+CLI = "cli"
+
+# What each layer (or one module, where it differs from its layer) may import of ours,
+# as prefixes of module names below `temporal_executor.`. A layer may always import itself.
+ALLOWED: dict[str, frozenset[str]] = {
+    "schemas": frozenset(),
+    "bus": frozenset({"schemas"}),
+    # The Temporal connection helpers stand beside the bus: the worker uses them too.
+    "tasks.temporal_connection": frozenset({"schemas"}),
+    "tasks": frozenset({"schemas", "bus"}),
+    "bridge": frozenset({"schemas", "bus", "tasks"}),
+    "gateway": frozenset({"schemas", "bus", "tasks"}),
+    "worker": frozenset({"schemas", "bus", "tasks.temporal_connection"}),
+    CLI: frozenset({*LAYERS, CLI}),
+}
+# Third-party clients only one sub-package may import.
+OWNED = {"aiokafka": "bus.kafka", "nats": "bus.nats"}
+
+
+@dataclass(frozen=True)
+class Module:
+    name: str  # below `temporal_executor.`, e.g. "bridge.router"; "cli" for the CLI layer
+    path: str
+    source: str
+
+
+def package_modules(root: Path = ROOT) -> Iterator[Module]:
+    """Every module of the installed package, read from the real folders (not the links)."""
+    for layer in LAYERS:
+        yield from _modules_under(root / layer, layer)
+    yield from _modules_under(root / PACKAGE, CLI)
+
+
+def _modules_under(folder: Path, prefix: str) -> Iterator[Module]:
+    for directory, subdirectories, files in os.walk(folder):  # does not follow links
+        subdirectories[:] = sorted(
+            d
+            for d in subdirectories
+            if d != "__pycache__" and not (Path(directory) / d).is_symlink()
+        )
+        for file in sorted(f for f in files if f.endswith(".py")):
+            path = Path(directory) / file
+            parts = path.relative_to(folder).with_suffix("").parts
+            parts = parts[:-1] if parts[-1] == "__init__" else parts
+            name = ".".join((prefix, *parts)) if prefix != CLI else CLI
+            yield Module(name, str(path.relative_to(folder.parent)), path.read_text("utf-8"))
+
+
+def imported(source: str) -> Iterator[tuple[int, str, str, int]]:
+    """(line, name, module, level) of every name imported: `import a.b` is `a.b` in `a.b`;
+    `from a import b` is `a.b` in `a` (`b` is a module of `a`, or a name in `a`)."""
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                yield node.lineno, alias.name, alias.name, 0
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            for alias in node.names:
+                yield node.lineno, f"{base}.{alias.name}".lstrip("."), base, node.level
+
+
+def _rule_for(module: str) -> tuple[str, frozenset[str]]:
+    """The most specific rule, a module's own or else its layer's: (what it covers, what
+    else it allows). What a rule covers may import itself."""
+    for key in sorted(ALLOWED, key=len, reverse=True):
+        if _within(module, key):
+            return key, ALLOWED[key]
+    return module, frozenset()  # pragma: no cover - every module is in a layer
+
+
+def _within(module: str, prefix: str) -> bool:
+    return module == prefix or module.startswith(prefix + ".")
+
+
+def _layer(module: str) -> str:
+    return module.split(".")[0]
+
+
+def violations(modules: Iterable[Module]) -> list[str]:
+    found: list[str] = []
+    for module in modules:
+        scope, allowed = _rule_for(module.name)
+        for line, target, parent, level in imported(module.source):
+            where = f"{module.path}:{line}"
+            if level:
+                found.append(f"{where}: relative import; import {PACKAGE}.… absolutely")
+                continue
+            top = target.split(".")[0]
+            if top in OWNED and not _within(module.name, OWNED[top]):
+                found.append(f"{where}: imports {top}, which only {OWNED[top]} may import")
+            if top != PACKAGE:
+                continue
+            ours, within = _ours(target), _ours(parent)
+            if any(_within(ours, a) or _within(within, a) for a in {scope, *allowed}):
+                continue
+            found.append(f"{where}: {module.name} may not import {PACKAGE}.{ours}")
+    return list(dict.fromkeys(found))  # one line per statement, however many names
+
+
+def _ours(name: str) -> str:
+    """A module name of ours the way the rules name it: `temporal_executor.bus.codec` is
+    `bus.codec`; the CLI's modules (`temporal_executor.cli`, `.config_file`, …) are `cli`."""
+    ours = name.removeprefix(PACKAGE).removeprefix(".")
+    return ours if _layer(ours) in LAYERS else CLI
+
+
+def test_every_layer_imports_only_the_layers_below_it() -> None:
+    modules = list(package_modules())
+    layers_seen = {_layer(m.name) for m in modules}
+    assert layers_seen == {*LAYERS, CLI}
+    assert len(modules) > 60, "the walk should see the whole package"
+    assert violations(modules) == []
+
+
+def _module(name: str, source: str) -> Module:
+    return Module(name, f"{name.replace('.', '/')}.py", source)
+
+
+@pytest.mark.parametrize(
+    ("name", "source", "says"),
+    [
+        ("schemas.task", "from temporal_executor.bus.codec import decode", "may not import"),
+        ("bus.codec", "import temporal_executor.tasks.service", "may not import"),
+        ("tasks.service", "from temporal_executor.bridge.router import Router", "may not import"),
+        ("tasks.temporal_connection", "from temporal_executor.bus import codec", "may not"),
+        ("tasks.temporal_connection", "from temporal_executor.tasks import service", "may not"),
+        ("bridge.router", "from temporal_executor.worker import activities", "may not import"),
+        ("bridge.router", "from temporal_executor.gateway import create_app", "may not import"),
+        ("gateway._rest", "from temporal_executor.bridge.router import Router", "may not"),
+        ("worker.service", "from temporal_executor.bridge import router", "may not import"),
+        ("worker.service", "from temporal_executor.tasks.service import TaskService", "may not"),
+        ("worker.service", "from temporal_executor.tasks import service", "may not import"),
+        ("worker.service", "from temporal_executor.cli import main", "may not import"),
+        ("bus.codec", "def f():\n    from temporal_executor.tasks import errors\n", "may not"),
+        ("bus.kafka.transport", "import nats", "only bus.nats may import"),
+        ("bus.transport", "from aiokafka import AIOKafkaProducer", "only bus.kafka may"),
+        ("worker.publisher", "import nats.js", "only bus.nats may import"),
+        ("cli", "from aiokafka import AIOKafkaConsumer", "only bus.kafka may import"),
+        ("bridge.router", "from .dispatcher import Dispatcher", "relative import"),
+    ],
+)
+def test_an_import_across_the_rule_is_found(name: str, source: str, says: str) -> None:
+    [problem] = violations([_module(name, source)])
+    assert says in problem
+
+
+@pytest.mark.parametrize(
+    ("name", "source"),
+    [
+        ("schemas.task", "from temporal_executor.schemas.conversation import ChatMessage"),
+        ("bus.codec", "from temporal_executor.schemas.cloudevent import CloudEvent"),
+        ("bus.nats.transport", "import nats.js.errors"),
+        ("bus.kafka.consumer", "from aiokafka.errors import KafkaError"),
+        ("tasks.service", "from temporal_executor.bus.transport import Transport"),
+        ("tasks.service", "from temporal_executor.tasks.errors import TaskError"),
+        ("bus.kafka.consumer", "from temporal_executor.bus.errors import BusError"),
+        ("bridge.router", "from temporal_executor.tasks.service import TaskService"),
+        ("gateway._app", "from temporal_executor.tasks import errors"),
+        ("worker.service", "from temporal_executor.tasks.temporal_connection import connect"),
+        ("worker.service", "from temporal_executor.tasks import temporal_connection"),
+        ("cli", "from temporal_executor.worker.service import run_worker"),
+        ("cli", "from temporal_executor import commands"),
+    ],
+)
+def test_an_import_the_rule_allows_passes(name: str, source: str) -> None:
+    assert violations([_module(name, source)]) == []
+
+
+def test_the_walk_reads_real_folders_and_skips_links(tmp_path: Path) -> None:
+    (tmp_path / "bus" / "nats").mkdir(parents=True)
+    (tmp_path / "bus" / "nats" / "__init__.py").write_text("import nats\n")
+    (tmp_path / PACKAGE).mkdir()
+    (tmp_path / PACKAGE / "cli.py").write_text("import aiokafka\n")
+    (tmp_path / PACKAGE / "bus").symlink_to(tmp_path / "bus")
+    modules = list(package_modules(tmp_path))
+    assert [(m.name, m.path) for m in modules] == [
+        ("bus.nats", "bus/nats/__init__.py"),
+        (CLI, f"{PACKAGE}/cli.py"),
+    ]
+    assert [p.split(": ", 1)[1] for p in violations(modules)] == [
+        "imports aiokafka, which only bus.kafka may import"
+    ]
