@@ -6,7 +6,8 @@ the OpenAI SDK against the fake Chat Completions server (tests/fakes), streaming
 
 - time to first token: request published → first `agent.llm.delta` received by a
   subscriber, next to the fake model's own time to its first chunk (request received →
-  first chunk written), p50 / p95;
+  first chunk written), p50 / p95; split into the part before the model got the request
+  and the part after its first chunk (the streaming path itself);
 - what a turn adds to the bus: the model's chunks, the delta events published for them
   (batched, at most one per 50 ms and fragment kind), and those events per second while
   the turn streams.
@@ -95,6 +96,7 @@ class DeltaClock:
 @dataclass
 class BusResult:
     ttft_ms: list[float]
+    to_model_ms: list[float]
     model_ttfc_ms: list[float]
     chunks: int
     deltas: list[int]
@@ -119,6 +121,7 @@ async def one_bus(
         try:
             await _turns(transport, clock, 2, running)  # warm-up: imports, connections
             model.first_chunk_latencies.clear()
+            model.clear_requests()
             turns = await _turns(transport, clock, o.samples, running)
         finally:
             for proc in running:
@@ -126,6 +129,9 @@ async def one_bus(
     answered = [t for t in turns if t.first_delta is not None and t.last_delta is not None]
     return BusResult(
         ttft_ms=[(t.first_delta - t.sent) * 1000 for t in answered if t.first_delta],
+        to_model_ms=[
+            (r.received - t.sent) * 1000 for r, t in zip(model.requests, turns, strict=True)
+        ],
         model_ttfc_ms=[s * 1000 for s in model.first_chunk_latencies],
         chunks=o.words + 3,  # role chunk, a chunk per word, finish chunk, usage chunk
         deltas=[t.deltas for t in answered],
@@ -177,7 +183,20 @@ def render(results: dict[BusName, BusResult], o: argparse.Namespace) -> str:
     buses = list(results)
     rows = [
         ("time to first token, p50 / p95", [_ms(r.ttft_ms) for r in results.values()]),
+        ("published → model got the request", [_ms(r.to_model_ms) for r in results.values()]),
         ("model's own time to first chunk", [_ms(r.model_ttfc_ms) for r in results.values()]),
+        (
+            "model's first chunk → first delta received",
+            [
+                _ms(
+                    [
+                        a - b - c
+                        for a, b, c in zip(r.ttft_ms, r.to_model_ms, r.model_ttfc_ms, strict=False)
+                    ]
+                )
+                for r in results.values()
+            ],
+        ),
         ("model chunks per turn", [str(r.chunks) for r in results.values()]),
         (
             "delta events per turn (mean)",

@@ -33,6 +33,8 @@ class RecordedRequest:
     # The parsed JSON body; None when empty or not JSON (see `raw`).
     body: Any
     raw: bytes
+    # When it was read (time.time()).
+    received: float = 0.0
 
     def header(self, name: str) -> str | None:
         return self.headers.get(name.lower())
@@ -204,6 +206,7 @@ class _Handler(BaseHTTPRequestHandler):
             headers={name.lower(): value for name, value in self.headers.items()},
             body=body,
             raw=raw,
+            received=time.time(),
         )
         try:
             response = self.server.owner._record_and_handle(request)
