@@ -13,13 +13,18 @@ import pytest
 
 from temporal_executor.schemas.config import ProviderSettings, ScriptedTurn
 from temporal_executor.worker.llm.anthropic_provider import AnthropicProvider
-from temporal_executor.worker.llm.errors import ProviderUnavailable, RateLimited
+from temporal_executor.worker.llm.errors import (
+    InvalidLlmRequest,
+    ProviderUnavailable,
+    RateLimited,
+)
 from temporal_executor.worker.llm.gemini_provider import GeminiProvider
 from temporal_executor.worker.llm.openai_provider import OpenAIProvider
 from temporal_executor.worker.llm.scripted_provider import ScriptedProvider
 from temporal_executor.worker.llm.streaming import DeltaBatcher, Fragment
-from tests.fakes._script import ScriptedLlmServer
+from tests.fakes._script import ScriptedLlmServer, sse
 from tests.fakes.llm_servers import (
+    ErrorReply,
     FakeAnthropicServer,
     FakeGeminiServer,
     FakeOpenAIServer,
@@ -273,3 +278,51 @@ async def test_a_failing_emit_drops_its_batch_and_the_stream_goes_on() -> None:
         sink.text("b")
 
     assert [b[0].text for b in emitted] == ["a", "b"]
+
+
+def raw_stream(*events: dict[str, Any], end: bytes = b"\n\n") -> ErrorReply:
+    """A 200 whose body is these server-sent events as they are: odd streams."""
+    return ErrorReply(200, body=b"".join(sse(e, end=end) for e in events))
+
+
+async def test_gemini_odd_streams(monkeypatch: pytest.MonkeyPatch) -> None:
+    with FakeGeminiServer() as server:
+        monkeypatch.setenv(KEY_ENV, server.access_token)
+        provider = GeminiProvider(_settings("vertex_gemini", server))
+        thinking = {"role": "model", "parts": [{"text": "hmm", "thought": True}, {"text": "4"}]}
+        server.enqueue(
+            raw_stream(
+                {"candidates": [{"content": thinking}]},
+                {"candidates": [{"content": {"role": "model", "parts": [{"text": "2"}]}}]},
+                {"usageMetadata": {"promptTokenCount": 3, "candidatesTokenCount": 1}},
+                end=b"\r\n\r\n",
+            ),
+            raw_stream({"promptFeedback": {"blockReason": "SAFETY"}}, end=b"\r\n\r\n"),
+        )
+        deltas = Recorder()
+        try:
+            answer = await provider.complete(call_input(model=MODELS["vertex_gemini"]), deltas)
+            with pytest.raises(InvalidLlmRequest, match="blocked"):
+                await provider.complete(call_input(model=MODELS["vertex_gemini"]), Recorder())
+        finally:
+            await provider.aclose()
+
+    assert deltas.texts == ["4", "2"]  # the thought is not streamed
+    assert answer.message.content == "42"
+    assert (answer.usage.input_tokens, answer.usage.output_tokens) == (3, 1)
+
+
+async def test_openai_stream_without_choices_is_worth_another_attempt(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with FakeOpenAIServer() as server:
+        monkeypatch.setenv(KEY_ENV, server.api_key)
+        provider = OpenAIProvider(_settings("openai", server))
+        usage = {"prompt_tokens": 1, "completion_tokens": 0, "total_tokens": 1}
+        head = {"id": "c", "object": "chat.completion.chunk", "created": 0, "model": "m"}
+        server.enqueue(raw_stream({**head, "choices": [], "usage": usage}))
+        try:
+            with pytest.raises(ProviderUnavailable, match="no choices"):
+                await provider.complete(call_input(model="m"), Recorder())
+        finally:
+            await provider.aclose()

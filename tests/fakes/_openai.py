@@ -287,6 +287,11 @@ def _refuse(message: str, param: str | None, code: str | None = None) -> NoRetur
 
 
 def _check_body(body: dict[str, Any]) -> None:
+    if "stream_options" in body and body.get("stream") is not True:
+        _refuse(
+            "The 'stream_options' parameter is only allowed when 'stream' is enabled.",
+            "stream_options",
+        )
     temperature = body.get("temperature")
     if temperature is not None and not 0 <= temperature <= 2:
         _refuse(

@@ -135,8 +135,6 @@ class FakeVertexAnthropicServer(_GoogleFrontEnd, FakeAnthropicServer):
         if request.method != "POST" or found is None:
             raise Refused(google_error(404, f"The requested URL {request.path} was not found."))
         project, region, model, method = found.groups()
-        if (method == "streamRawPredict") != (request.body or {}).get("stream", False):
-            _refuse_anthropic(f"stream: must be {method == 'streamRawPredict'} for :{method}")
         self.check_token(request)
         resource = f"projects/{project}/locations/{region}/publishers/anthropic/models/{model}"
         self.check_resource(project, region, resource)
@@ -145,6 +143,8 @@ class FakeVertexAnthropicServer(_GoogleFrontEnd, FakeAnthropicServer):
             _refuse_anthropic("There was an error parsing the body of your request.")
         if "model" in body:
             _refuse_anthropic("model: Extra inputs are not permitted")
+        if (method == "streamRawPredict") != body.get("stream", False):
+            _refuse_anthropic(f"stream: must be {method == 'streamRawPredict'} for :{method}")
         for name in ("anthropic_version", "max_tokens", "messages"):
             if name not in body:
                 _refuse_anthropic(f"{name}: Field required")
