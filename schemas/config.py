@@ -167,12 +167,37 @@ class ExecutorSettings(StrictModel):
     max_result_bytes: int = Field(default=256 * 1024, ge=1024, le=1_500_000)
     # A task continues as new once its history has this many events, keeping its messages.
     continue_as_new_after_events: int = Field(default=10_000, ge=100)
-    # Publish `agent.llm.delta` events as the model writes, for requests that do not say
-    # (`"stream": true|false`). Deltas go to their own destination (`bus.*.deltas`).
-    stream: bool = False
-    # At most one delta event per fragment kind this often: a fast model does not become
-    # thousands of messages. The first fragment of a call goes out at once.
-    delta_interval_seconds: float = Field(default=0.05, ge=0)
+    max_tool_errors: int = Field(
+        default=3,
+        ge=1,
+        description="A task fails once its model makes this many mistaken tool calls in a "
+        "row (arguments not JSON or not fitting the tool, a tool it may not call, input the "
+        "tool rejects); until then each goes back to the model as an error result. A request "
+        "may set fewer.",
+    )
+    max_parallel_tools: int = Field(
+        default=8,
+        ge=1,
+        description="The tool calls of one LLM turn that run at once; the others wait.",
+    )
+    max_total_tokens: int | None = Field(
+        default=None,
+        ge=1,
+        description="Token budget (input + output, all turns) of a task that sets none; "
+        "null: no budget.",
+    )
+    stream: bool = Field(
+        default=False,
+        description="Publish `agent.llm.delta` events as the model writes, for requests that "
+        'do not say (`"stream": true|false`); deltas go to their own destination '
+        "(`bus.kafka.topics.deltas`, `bus.nats.subjects.deltas`).",
+    )
+    delta_interval_seconds: float = Field(
+        default=0.05,
+        ge=0,
+        description="At most one delta event per fragment kind this often, so a fast model "
+        "does not become thousands of messages; the first fragment of a call goes out at once.",
+    )
 
 
 ProviderKind = Literal[

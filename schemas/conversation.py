@@ -4,6 +4,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+# Where a model's arguments that are not a JSON object are kept (`{"_raw": "<as sent>"}`),
+# so the model is told what it sent instead of the task crashing.
+RAW_ARGUMENTS_KEY = "_raw"
+
 
 class ToolCall(BaseModel):
     """A tool call the model asked for."""
@@ -12,10 +16,19 @@ class ToolCall(BaseModel):
     name: str = Field(min_length=1)
     arguments: dict[str, Any] = Field(default_factory=dict)
 
+    def unreadable_arguments(self) -> str | None:
+        """The arguments as the model sent them, when they were not a JSON object."""
+        raw = self.arguments.get(RAW_ARGUMENTS_KEY)
+        return raw if len(self.arguments) == 1 and isinstance(raw, str) else None
+
 
 class Usage(BaseModel):
     input_tokens: int = 0
     output_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
 
     def __add__(self, other: "Usage") -> "Usage":
         return Usage(

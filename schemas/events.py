@@ -1,13 +1,19 @@
 """Outbound event data: what result subscribers and approval bots read from the bus."""
 
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from temporal_executor.schemas.conversation import AssistantMessage, ToolCall, Usage
 from temporal_executor.schemas.event_types import EventType
 from temporal_executor.schemas.requests import ModelSelection
+
+# On `agent.llm.responded` and every terminal event (contract v1.1).
+TotalUsage = Annotated[
+    Usage,
+    Field(default_factory=Usage, description="The task's usage so far, every turn included."),
+]
 
 
 class TaskEventData(BaseModel):
@@ -33,7 +39,8 @@ class LlmResponded(TaskEventData):
 
     iteration: int
     message: AssistantMessage
-    usage: Usage
+    usage: Usage = Field(description="This turn's usage.")
+    total_usage: TotalUsage
     provider: str | None = None
     model: str | None = None
     truncated: bool = False
@@ -99,7 +106,8 @@ class ExecutionCompleted(TaskEventData):
 
     final_message: str
     iterations: int
-    usage: Usage
+    usage: Usage = Field(description="The task's usage, every turn included (as total_usage).")
+    total_usage: TotalUsage
 
 
 class ErrorInfo(BaseModel):
@@ -112,9 +120,11 @@ class ExecutionFailed(TaskEventData):
 
     error: ErrorInfo
     iterations: int
+    total_usage: TotalUsage
 
 
 class ExecutionCancelled(TaskEventData):
     event_type = EventType.EXECUTION_CANCELLED
 
     reason: str | None = None
+    total_usage: TotalUsage

@@ -37,6 +37,20 @@ class ExecutionRequested(InboundModel):
     tools: list[str] | None = None
     require_approval: bool | list[str] = False
     max_iterations: int | None = Field(default=None, ge=1)
+    max_tool_errors: int | None = Field(
+        default=None,
+        ge=1,
+        description="Fail the task after this many mistaken tool calls in a row (arguments "
+        "not JSON or not fitting the tool, a tool it may not call, input the tool rejects); "
+        "until then each goes back to the model. At most config's executor.max_tool_errors.",
+    )
+    max_total_tokens: int | None = Field(
+        default=None,
+        ge=1,
+        description="Token budget (input + output, all turns): the turn that crosses it is "
+        "the last, and the task fails with budget_exceeded. Replaces config's "
+        "executor.max_total_tokens.",
+    )
     history: list[ChatMessage] = Field(default_factory=list)
     metadata: dict[str, Any] = Field(default_factory=dict)
     # Also publish `agent.llm.delta` events as the model writes; None: config decides.

@@ -51,6 +51,7 @@ class AgentTaskInput(BaseModel):
     carried_iteration: int = 0
     carried_messages: list[ChatMessage] | None = None
     carried_usage: Usage = Field(default_factory=Usage)
+    carried_mistakes_in_a_row: int = 0
 
 
 TaskState = Literal["running", "awaiting_approval", "completed", "failed", "cancelled"]
@@ -156,6 +157,10 @@ class TaskPlan(BaseModel):
     tool_max_attempts: int
     publish_timeout_seconds: float
     continue_as_new_after_events: int
+    # What plans recorded before these fields are read with (no budget, as then).
+    max_tool_errors: int = 3
+    max_parallel_tools: int = 8
+    max_total_tokens: int | None = None
     # Publish `agent.llm.delta` events (the request's `stream`, else config's default).
     stream: bool = False
     # A problem with the request that config reveals (an unknown tool): fail the task.

@@ -15,7 +15,6 @@ import argparse
 import asyncio
 import json
 import os
-import shlex
 import sys
 import uuid
 from collections.abc import Sequence
@@ -99,14 +98,6 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
     if command == "cancel":
         return await commands.cancel(settings, args.task_id, reason=args.reason)
     return await commands.events(settings, args.task, from_start=args.from_start)
-
-
-def approve_hint(settings: Settings, task_id: str, approval_id: str) -> str:
-    """The command a person types to approve, as printed next to an approval request."""
-    words = ["temporal-executor", "approve", task_id, approval_id]
-    if settings.bus.default != "kafka":
-        words += ["--transport", settings.bus.default]
-    return shlex.join(words)
 
 
 def _write_schemas(out: Path) -> int:

@@ -2,6 +2,7 @@
 
 import asyncio
 import contextlib
+import shlex
 import sys
 import uuid
 from collections.abc import AsyncIterator
@@ -111,6 +112,14 @@ async def _demo(settings: Settings, stop: asyncio.Event) -> None:
         await demo
 
 
+def approve_hint(settings: Settings, task_id: str, approval_id: str) -> str:
+    """The command a person types to approve, as printed next to an approval request."""
+    words = ["temporal-executor", "approve", task_id, approval_id]
+    if settings.bus.default != "kafka":
+        words += ["--transport", settings.bus.default]
+    return shlex.join(words)
+
+
 def _new_task_id() -> str:
     return f"task-{uuid.uuid4().hex[:12]}"
 
@@ -173,8 +182,6 @@ async def _follow(
     watched: AsyncIterator[object],
     deltas: AsyncIterator[object],
 ) -> int:
-    from temporal_executor.cli import approve_hint
-
     await transport.publish(transport.requests_destination(task_id), event)
     print(f"sent {EventType.EXECUTION_REQUESTED} for task {task_id}; following its events")
     terminal = await print_until_done(
@@ -214,8 +221,6 @@ async def cancel(settings: Settings, task_id: str, *, reason: str | None) -> int
 
 
 async def events(settings: Settings, task_id: str | None, *, from_start: bool) -> int:
-    from temporal_executor.cli import approve_hint
-
     stop = asyncio.Event()
     stop_on_signals(stop)
     async with _connected(settings) as transport:

@@ -41,10 +41,10 @@ SCRIPTS: dict[str, list[dict[str, Any]]] = {
         },
         {"text": "note result: {last_tool_result}"},
     ],
-    "bad-arguments": [
-        {"tool_calls": [{"name": "calculator", "arguments": {"formula": "1 + 1"}}]},
-        {"text": "unreachable"},
-    ],
+    # Makes the same mistake until the task fails (`executor.max_tool_errors`, 3).
+    "bad-arguments": [{"tool_calls": [{"name": "calculator", "arguments": {"formula": "1 + 1"}}]}]
+    * 3
+    + [{"text": "unreachable"}],
     "endless-tools": [
         {"tool_calls": [{"name": "calculator", "arguments": {"expression": "1 + 1"}}]}
     ]
@@ -174,6 +174,19 @@ class BusWatcher:
                 if found:
                     return found[0]
                 await self._changed.wait()
+
+    async def wait_until(
+        self,
+        task_id: str,
+        condition: Callable[[list[CloudEvent]], bool],
+        *,
+        timeout: float = EVENT_TIMEOUT,
+    ) -> list[CloudEvent]:
+        """The task's events, once they meet `condition`."""
+        async with asyncio.timeout(timeout), self._changed:
+            while not condition(self.events(task_id)):
+                await self._changed.wait()
+        return self.events(task_id)
 
     async def wait_for_end(
         self, task_id: str, *, timeout: float = EVENT_TIMEOUT

@@ -9,6 +9,7 @@ at the top of a module. Checked: the installed package, i.e. the top-level folde
 """
 
 import ast
+import graphlib
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -41,7 +42,7 @@ OWNED = {"aiokafka": "bus.kafka", "nats": "bus.nats"}
 
 @dataclass(frozen=True)
 class Module:
-    name: str  # below `temporal_executor.`, e.g. "bridge.router"; "cli" for the CLI layer
+    name: str  # its import name, e.g. "temporal_executor.bridge.router"
     path: str
     source: str
 
@@ -49,11 +50,11 @@ class Module:
 def package_modules(root: Path = ROOT) -> Iterator[Module]:
     """Every module of the installed package, read from the real folders (not the links)."""
     for layer in LAYERS:
-        yield from _modules_under(root / layer, layer)
-    yield from _modules_under(root / PACKAGE, CLI)
+        yield from _modules_under(root / layer, f"{PACKAGE}.{layer}")
+    yield from _modules_under(root / PACKAGE, PACKAGE)
 
 
-def _modules_under(folder: Path, prefix: str) -> Iterator[Module]:
+def _modules_under(folder: Path, package: str) -> Iterator[Module]:
     for directory, subdirectories, files in os.walk(folder):  # does not follow links
         subdirectories[:] = sorted(
             d
@@ -64,7 +65,7 @@ def _modules_under(folder: Path, prefix: str) -> Iterator[Module]:
             path = Path(directory) / file
             parts = path.relative_to(folder).with_suffix("").parts
             parts = parts[:-1] if parts[-1] == "__init__" else parts
-            name = ".".join((prefix, *parts)) if prefix != CLI else CLI
+            name = ".".join((package, *parts))
             yield Module(name, str(path.relative_to(folder.parent)), path.read_text("utf-8"))
 
 
@@ -101,21 +102,22 @@ def _layer(module: str) -> str:
 def violations(modules: Iterable[Module]) -> list[str]:
     found: list[str] = []
     for module in modules:
-        scope, allowed = _rule_for(module.name)
+        me = _ours(module.name)
+        scope, allowed = _rule_for(me)
         for line, target, parent, level in imported(module.source):
             where = f"{module.path}:{line}"
             if level:
                 found.append(f"{where}: relative import; import {PACKAGE}.… absolutely")
                 continue
             top = target.split(".")[0]
-            if top in OWNED and not _within(module.name, OWNED[top]):
+            if top in OWNED and not _within(me, OWNED[top]):
                 found.append(f"{where}: imports {top}, which only {OWNED[top]} may import")
             if top != PACKAGE:
                 continue
             ours, within = _ours(target), _ours(parent)
             if any(_within(ours, a) or _within(within, a) for a in {scope, *allowed}):
                 continue
-            found.append(f"{where}: {module.name} may not import {PACKAGE}.{ours}")
+            found.append(f"{where}: {me} may not import {PACKAGE}.{ours}")
     return list(dict.fromkeys(found))  # one line per statement, however many names
 
 
@@ -126,16 +128,50 @@ def _ours(name: str) -> str:
     return ours if _layer(ours) in LAYERS else CLI
 
 
+def import_cycle(modules: Iterable[Module]) -> list[str]:
+    """Modules of ours that import one another round about (lazily or not); [] if none."""
+    modules = list(modules)
+    names = {m.name for m in modules}
+    graph: dict[str, set[str]] = {}
+    for module in modules:
+        graph[module.name] = {
+            target if target in names else parent
+            for _, target, parent, level in imported(module.source)
+            if not level and (target in names or parent in names)
+        } - {module.name}
+    try:
+        graphlib.TopologicalSorter(graph).prepare()
+    except graphlib.CycleError as exc:
+        cycle: list[str] = exc.args[1]
+        return cycle
+    return []
+
+
 def test_every_layer_imports_only_the_layers_below_it() -> None:
     modules = list(package_modules())
-    layers_seen = {_layer(m.name) for m in modules}
+    layers_seen = {_layer(_ours(m.name)) for m in modules}
     assert layers_seen == {*LAYERS, CLI}
     assert len(modules) > 60, "the walk should see the whole package"
     assert violations(modules) == []
 
 
+def test_no_modules_import_each_other() -> None:
+    assert import_cycle(package_modules()) == []
+
+
+def test_an_import_cycle_is_found() -> None:
+    modules = [
+        _module("cli", "from temporal_executor import commands\n"),
+        _module("commands", "def f():\n    from temporal_executor.cli import hint\n"),
+        _module("logs", "from temporal_executor.cli import main\n"),
+    ]
+    cycle = import_cycle(modules)
+    assert set(cycle) == {f"{PACKAGE}.cli", f"{PACKAGE}.commands"}
+    assert import_cycle(modules[::2]) == []
+
+
 def _module(name: str, source: str) -> Module:
-    return Module(name, f"{name.replace('.', '/')}.py", source)
+    return Module(f"{PACKAGE}.{name}", f"{name.replace('.', '/')}.py", source)
 
 
 @pytest.mark.parametrize(
@@ -196,8 +232,8 @@ def test_the_walk_reads_real_folders_and_skips_links(tmp_path: Path) -> None:
     (tmp_path / PACKAGE / "bus").symlink_to(tmp_path / "bus")
     modules = list(package_modules(tmp_path))
     assert [(m.name, m.path) for m in modules] == [
-        ("bus.nats", "bus/nats/__init__.py"),
-        (CLI, f"{PACKAGE}/cli.py"),
+        (f"{PACKAGE}.bus.nats", "bus/nats/__init__.py"),
+        (f"{PACKAGE}.cli", f"{PACKAGE}/cli.py"),
     ]
     assert [p.split(": ", 1)[1] for p in violations(modules)] == [
         "imports aiokafka, which only bus.kafka may import"

@@ -30,7 +30,8 @@ from temporal_executor.bus_client import (
     request_event,
     task_events,
 )
-from temporal_executor.cli import DEFAULT_CONFIG, approve_hint, main
+from temporal_executor.cli import DEFAULT_CONFIG, main
+from temporal_executor.commands import approve_hint
 from temporal_executor.config_file import CONFIG_PATH_ENV
 from temporal_executor.dev.embedded_stack import EmbeddedStack
 from temporal_executor.logs import JsonFormatter, TextFormatter, configure_logging

@@ -124,6 +124,11 @@ class AgentActivities(AgentActivityDeclarations):
             tool_max_attempts=executor.tool_max_attempts,
             publish_timeout_seconds=executor.publish_timeout_seconds,
             continue_as_new_after_events=executor.continue_as_new_after_events,
+            max_tool_errors=min(
+                request.max_tool_errors or executor.max_tool_errors, executor.max_tool_errors
+            ),
+            max_parallel_tools=executor.max_parallel_tools,
+            max_total_tokens=request.max_total_tokens or executor.max_total_tokens,
             stream=executor.stream if request.stream is None else request.stream,
             error=error,
         )

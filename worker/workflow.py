@@ -1,12 +1,14 @@
 """The agent workflow: LLM turn → tool calls (with approvals) → … → one terminal event.
 
 Deterministic and free of I/O: every effect (planning from config, LLM and tool calls,
-publishing) is an activity. Events are published one at a time, in order, each with the
-next `sequence`, so a task's events arrive in the order it produced them.
+publishing) is an activity. Events get the next `sequence` as they are made and are
+published in that order, one publishing activity at a time, so a task's events arrive
+in the order it produced them, even while a turn's tool calls run at once.
 """
 
 import asyncio
 import json
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, NoReturn
 
@@ -48,8 +50,10 @@ with workflow.unsafe.imports_passed_through():
     )
     from temporal_executor.worker.activity_declarations import AgentActivityDeclarations
 
-# Errors from which a retry of the same call cannot recover: the task fails at once.
-TASK_FATAL_TOOL_ERRORS = frozenset({"invalid_tool_arguments", "unknown_tool"})
+# A model's mistakes in a tool call (arguments not JSON or not fitting the tool, a tool the
+# task may not call, input the tool rejects), which a retry of the same call cannot fix:
+# the model is told, and the task fails after `max_tool_errors` of them in a row.
+MODEL_MISTAKES = frozenset({"invalid_tool_arguments", "unknown_tool"})
 PLAN_TIMEOUT = timedelta(seconds=30)
 # Planning and publishing run as local activities: both are short and idempotent (events
 # have deterministic ids), and a local activity saves two round trips through the server's
@@ -60,6 +64,10 @@ LOCAL_ACTIVITIES_PATCH = "local-plan-and-publish"
 # approval request) and both go out in one local activity: one round trip through the
 # worker's SDK core less per turn. Older tasks publish each event on its own.
 BATCHED_PUBLISH_PATCH = "batched-publish"
+# A turn's tool calls run at once, their approvals are asked all at once, and a model's
+# mistaken call goes back to it. Older tasks run the calls one after another, and fail at
+# the first mistake.
+PARALLEL_TOOL_CALLS_PATCH = "parallel-tool-calls"
 # A worker that dies during a tool call is noticed this soon, whatever the tool's timeout.
 TOOL_HEARTBEAT_TIMEOUT = timedelta(seconds=15)
 
@@ -68,6 +76,15 @@ class TaskFailed(Exception):
     def __init__(self, error: ErrorInfo) -> None:
         super().__init__(error.message)
         self.error = error
+
+
+@dataclass(frozen=True)
+class ToolOutcome:
+    """How one tool call ended; `mistake` is set when it was the model's mistake."""
+
+    call: ToolCall
+    result: ToolCallResult
+    mistake: ErrorInfo | None = None
 
 
 @workflow.defn(name=WORKFLOW_TYPE)
@@ -79,6 +96,8 @@ class AgentExecutionWorkflow:
         self._sequence = task.carried_sequence
         self._iteration = task.carried_iteration
         self._usage = task.carried_usage
+        # The model's mistaken tool calls since its last call that was not one.
+        self._mistakes_in_a_row = task.carried_mistakes_in_a_row
         self._messages: list[ChatMessage] = (
             task.carried_messages
             if task.carried_messages is not None
@@ -96,6 +115,8 @@ class AgentExecutionWorkflow:
         self._plan: TaskPlan | None = None
         # Events made but not yet published; see `_emit`.
         self._outbox: list[PublishInput] = []
+        # One publishing activity at a time, so events go out in `sequence` order.
+        self._publishing = asyncio.Lock()
 
     @workflow.run
     async def run(self, task: AgentTaskInput) -> TaskResult:
@@ -150,6 +171,7 @@ class AgentExecutionWorkflow:
                     iteration=self._iteration,
                     message=reply.message,
                     usage=reply.usage,
+                    total_usage=self._usage,
                     provider=reply.provider,
                     model=reply.model,
                     truncated=reply.truncated,
@@ -157,10 +179,14 @@ class AgentExecutionWorkflow:
                 ),
                 hold=True,
             )
+            self._check_budget()
             if not reply.message.tool_calls:
                 return await self._finish_completed(reply.message.content)
-            for index, call in enumerate(reply.message.tool_calls):
-                await self._handle_tool_call(call, index)
+            if workflow.patched(PARALLEL_TOOL_CALLS_PATCH):
+                await self._run_tool_calls(reply.message.tool_calls)
+            else:  # a task started before the patch, replaying
+                for index, call in enumerate(reply.message.tool_calls):
+                    await self._handle_tool_call(call, index)
         raise TaskFailed(
             ErrorInfo(
                 type="max_iterations_reached",
@@ -212,19 +238,85 @@ class AgentExecutionWorkflow:
                     extra={"failed": selection.provider, "next": selections[0].provider},
                 )
 
-    async def _handle_tool_call(self, call: ToolCall, index: int) -> None:
-        plan = self._planned
-        if call.name in plan.approval.tools:
-            decision = await self._await_approval(call, index)
-            if not decision.approved:
-                why = f": {decision.reason}" if decision.reason else ""
-                await self._record_tool_result(
-                    call, ToolCallResult(error=f"a person denied this tool call{why}")
+    def _check_budget(self) -> None:
+        budget = self._planned.max_total_tokens
+        used = self._usage.total_tokens
+        if budget is not None and used > budget:
+            raise TaskFailed(
+                ErrorInfo(
+                    type="budget_exceeded",
+                    message=f"the task used {used} tokens, over its budget of {budget}",
                 )
+            )
+
+    async def _run_tool_calls(self, calls: list[ToolCall]) -> None:
+        """A turn's tool calls, at once: every approval request goes out first, then each
+        call waits for its answer (in any order), runs, and reports `agent.tool.completed`
+        as it ends; the results go back to the model in call order."""
+        plan = self._planned
+        approvals: dict[int, str] = {}
+        for index, call in enumerate(calls):
+            if _mistake(call, plan) is None and call.name in plan.approval.tools:
+                approvals[index] = await self._request_approval(call, index, hold=True)
+        await self._flush()
+        slots = asyncio.Semaphore(plan.max_parallel_tools)
+        outcomes = await asyncio.gather(
+            *(
+                self._run_tool_call(call, approvals.get(index), slots)
+                for index, call in enumerate(calls)
+            )
+        )
+        for outcome in outcomes:
+            self._add_tool_message(outcome.call, outcome.result)
+        for outcome in outcomes:
+            self._mistakes_in_a_row = self._mistakes_in_a_row + 1 if outcome.mistake else 0
+            if outcome.mistake and self._mistakes_in_a_row >= plan.max_tool_errors:
+                message = (
+                    f"{outcome.mistake.message} "
+                    f"({self._mistakes_in_a_row} mistaken tool calls in a row)"
+                )
+                raise TaskFailed(ErrorInfo(type=outcome.mistake.type, message=message))
+
+    async def _run_tool_call(
+        self, call: ToolCall, approval_id: str | None, slots: asyncio.Semaphore
+    ) -> ToolOutcome:
+        outcome = await self._tool_outcome(call, approval_id, slots)
+        await self._emit_tool_completed(outcome.call, outcome.result)
+        return outcome
+
+    async def _tool_outcome(
+        self, call: ToolCall, approval_id: str | None, slots: asyncio.Semaphore
+    ) -> ToolOutcome:
+        mistake = _mistake(call, self._planned)
+        if mistake is not None:
+            return ToolOutcome(call, ToolCallResult(error=mistake.message), mistake)
+        if approval_id is not None:
+            decision = await self._await_decision(approval_id)
+            if not decision.approved:
+                return ToolOutcome(call, _denied(decision))
+            if decision.arguments is not None:
+                call = call.model_copy(update={"arguments": decision.arguments})
+        async with slots:
+            return await self._execute_tool(call)
+
+    async def _handle_tool_call(self, call: ToolCall, index: int) -> None:
+        """One call of a task started before `PARALLEL_TOOL_CALLS_PATCH`, replaying."""
+        if call.name in self._planned.approval.tools:
+            approval_id = await self._request_approval(call, index, hold=False)
+            decision = await self._await_decision(approval_id)
+            if not decision.approved:
+                await self._record_tool_result(call, _denied(decision))
                 return
             if decision.arguments is not None:
                 call = call.model_copy(update={"arguments": decision.arguments})
         await self._flush()
+        outcome = await self._execute_tool(call)
+        if outcome.mistake is not None:
+            raise TaskFailed(outcome.mistake)
+        await self._record_tool_result(call, outcome.result)
+
+    async def _execute_tool(self, call: ToolCall) -> ToolOutcome:
+        plan = self._planned
         try:
             result = await workflow.execute_activity_method(
                 AgentActivityDeclarations.run_tool,
@@ -238,13 +330,16 @@ class AgentExecutionWorkflow:
             )
         except ActivityError as exc:
             error = _error_info(exc, default_type="tool_error")
-            if error.type in TASK_FATAL_TOOL_ERRORS:
-                raise TaskFailed(error) from exc
-            # The tool itself failed after its retries: the model is told and may adapt.
-            result = ToolCallResult(error=error.message)
-        await self._record_tool_result(call, result)
+            # A mistake, or the tool itself failed after its retries: the model is told.
+            mistake = error if error.type in MODEL_MISTAKES else None
+            return ToolOutcome(call, ToolCallResult(error=error.message), mistake)
+        return ToolOutcome(call, result)
 
     async def _record_tool_result(self, call: ToolCall, result: ToolCallResult) -> None:
+        self._add_tool_message(call, result)
+        await self._emit_tool_completed(call, result)
+
+    def _add_tool_message(self, call: ToolCall, result: ToolCallResult) -> None:
         content = f"error: {result.error}" if result.error is not None else _as_text(result.result)
         self._messages.append(
             ChatMessage(
@@ -255,6 +350,8 @@ class AgentExecutionWorkflow:
                 is_error=result.error is not None,
             )
         )
+
+    async def _emit_tool_completed(self, call: ToolCall, result: ToolCallResult) -> None:
         await self._emit(
             ToolCompleted(
                 task_id=self._request.task_id,
@@ -267,10 +364,9 @@ class AgentExecutionWorkflow:
             ),
         )
 
-    async def _await_approval(self, call: ToolCall, index: int) -> ApprovalDecision:
-        plan = self._planned
+    async def _request_approval(self, call: ToolCall, index: int, *, hold: bool) -> str:
         approval_id = f"approval-{self._iteration}-{index + 1}"
-        timeout = timedelta(seconds=plan.approval.timeout_seconds)
+        timeout = timedelta(seconds=self._planned.approval.timeout_seconds)
         expires_at = workflow.now() + timeout
         self._pending[approval_id] = PendingApproval(
             approval_id=approval_id, tool_call=call, expires_at=expires_at
@@ -285,7 +381,13 @@ class AgentExecutionWorkflow:
                 expires_at=expires_at,
                 metadata=self._request.metadata,
             ),
+            hold=hold,
         )
+        return approval_id
+
+    async def _await_decision(self, approval_id: str) -> ApprovalDecision:
+        plan = self._planned
+        timeout = timedelta(seconds=plan.approval.timeout_seconds)
         try:
             await workflow.wait_condition(
                 lambda: approval_id in self._decisions,
@@ -361,6 +463,7 @@ class AgentExecutionWorkflow:
                 carried_iteration=self._iteration,
                 carried_messages=self._messages,
                 carried_usage=self._usage,
+                carried_mistakes_in_a_row=self._mistakes_in_a_row,
             )
         )
 
@@ -372,6 +475,7 @@ class AgentExecutionWorkflow:
                 final_message=final_message,
                 iterations=self._iteration,
                 usage=self._usage,
+                total_usage=self._usage,
                 metadata=self._request.metadata,
             ),
         )
@@ -390,6 +494,7 @@ class AgentExecutionWorkflow:
                 task_id=self._request.task_id,
                 error=error,
                 iterations=self._iteration,
+                total_usage=self._usage,
                 metadata=self._request.metadata,
             ),
         )
@@ -403,6 +508,7 @@ class AgentExecutionWorkflow:
             ExecutionCancelled(
                 task_id=self._request.task_id,
                 reason=workflow.cancellation_reason() or None,
+                total_usage=self._usage,
                 metadata=self._request.metadata,
             ),
         )
@@ -437,7 +543,11 @@ class AgentExecutionWorkflow:
         await self._flush()
 
     async def _flush(self) -> None:
-        """Publish the held events, in order, in one activity."""
+        """Publish the held events, in order, in one activity (after any publishing now)."""
+        async with self._publishing:
+            await self._publish_outbox()
+
+    async def _publish_outbox(self) -> None:
         if not self._outbox:
             return
         plan = self._plan
@@ -477,6 +587,29 @@ def _error_info(exc: ActivityError, *, default_type: str) -> ErrorInfo:
     if isinstance(cause, ApplicationError):
         return ErrorInfo(type=cause.type or default_type, message=cause.message)
     return ErrorInfo(type=default_type, message=str(cause or exc))
+
+
+def _mistake(call: ToolCall, plan: TaskPlan) -> ErrorInfo | None:
+    """What the workflow itself can tell is wrong with a call (the tool checks the rest)."""
+    offered = [tool.name for tool in plan.tools]
+    if call.name not in offered:
+        return ErrorInfo(
+            type="unknown_tool",
+            message=f"this task may not call tool {call.name!r}; "
+            f"it may call: {', '.join(offered) or 'no tool'}",
+        )
+    raw = call.unreadable_arguments()
+    if raw is not None:
+        return ErrorInfo(
+            type="invalid_tool_arguments",
+            message=f"the arguments for tool {call.name!r} are not a JSON object: {raw}",
+        )
+    return None
+
+
+def _denied(decision: ApprovalDecision) -> ToolCallResult:
+    why = f": {decision.reason}" if decision.reason else ""
+    return ToolCallResult(error=f"a person denied this tool call{why}")
 
 
 def _as_text(value: Any) -> str:

@@ -1,8 +1,7 @@
-"""The Kafka transport (aiokafka). Nothing outside `kafka_transport` and its `_kafka_*`
-helpers imports aiokafka.
+"""The Kafka transport (aiokafka). Nothing outside `bus/kafka/` imports aiokafka.
 
 Topics per the contract's "Names" (`bus.kafka.topics`), created at `start()` when missing.
-Publishing waits for `acks="all"`. Consuming (`_kafka_consumer`) starts with the first
+Publishing waits for `acks="all"`. Consuming (`consumer.py`) starts with the first
 `consume()`, so a process that only publishes (the worker, the CLI) never joins the group.
 """
 
@@ -10,27 +9,26 @@ import asyncio
 import functools
 import logging
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 from aiokafka.helpers import create_ssl_context
 
-from temporal_executor.bus._common import InFlight, check_size, connecting, dead_letter_headers
-from temporal_executor.bus.codec import decode_kafka, encode_kafka
+from temporal_executor.bus._base import BaseTransport
+from temporal_executor.bus._common import InFlight
+from temporal_executor.bus.codec import EncodedMessage, decode_kafka, encode_kafka
 from temporal_executor.bus.errors import TransportError
 from temporal_executor.bus.kafka.consumer import KafkaConsumerLoop, KafkaDelivery
 from temporal_executor.bus.kafka.watch import KafkaWatch
-from temporal_executor.bus.transport import Delivery, InboundMessage, MessageTooLarge, Watch
+from temporal_executor.bus.transport import InboundMessage, MessageTooLarge, Watch
 from temporal_executor.schemas.cloudevent import CloudEvent
 from temporal_executor.schemas.config import BusSettings
 from temporal_executor.schemas.task import BusName
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
 # No linger: a task publishes its events one after another, so waiting for more records
 # only delays each one (5 ms cost ~6 ms per event on the embedded broker). Under load the
 # producer still batches what accumulates while a request is in flight.
@@ -39,7 +37,9 @@ TOPIC_ALREADY_EXISTS = 36
 CLOSE_TIMEOUT_SECONDS = 10.0
 
 
-class KafkaTransport:
+class KafkaTransport(BaseTransport[KafkaDelivery]):
+    _transient = (KafkaError,)
+
     def __init__(
         self,
         settings: BusSettings,
@@ -47,20 +47,21 @@ class KafkaTransport:
         max_in_flight: int = 64,
         connect_timeout_seconds: float = 30.0,
     ) -> None:
-        self._settings = settings
+        super().__init__(
+            settings, max_in_flight=max_in_flight, connect_timeout_seconds=connect_timeout_seconds
+        )
         self._kafka = settings.kafka
-        self._connect_timeout = connect_timeout_seconds
         self._in_flight = InFlight(max_in_flight)
-        self._queue: asyncio.Queue[KafkaDelivery | None] = asyncio.Queue()
-        self._stopping = asyncio.Event()
         self._producer: Any = None
         self._consume_task: asyncio.Task[None] | None = None
-        self._watches: set[Watch] = set()
-        self._closed = False
 
     @property
     def bus(self) -> BusName:
         return "kafka"
+
+    @property
+    def _server(self) -> str:
+        return f"Kafka at {self._kafka.bootstrap_servers}"
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -69,19 +70,14 @@ class KafkaTransport:
             await self._connecting("create topics", self._create_topics)
         self._producer = await self._connecting("start producer", self._start_producer)
 
-    async def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        self._stopping.set()
+    async def _stop_consuming(self) -> None:
         if self._consume_task is not None:
             try:
                 await asyncio.wait_for(self._consume_task, CLOSE_TIMEOUT_SECONDS)
             except TimeoutError:
                 log.warning("kafka consumer did not stop in time; cancelled")
-        self._queue.put_nowait(None)
-        for watch in list(self._watches):
-            await watch.aclose()
+
+    async def _disconnect(self) -> None:
         if self._producer is not None:
             await self._producer.stop()  # sends what is still buffered first
 
@@ -99,16 +95,6 @@ class KafkaTransport:
             kwargs["sasl_plain_username"] = _env(kafka.sasl_username_env, "sasl_username_env")
             kwargs["sasl_plain_password"] = _env(kafka.sasl_password_env, "sasl_password_env")
         return kwargs
-
-    async def _connecting(self, what: str, attempt: Callable[[], Awaitable[T]]) -> T:
-        return await connecting(
-            f"Kafka at {self._kafka.bootstrap_servers}",
-            what,
-            attempt,
-            transient=(KafkaError,),
-            give_up_after=self._connect_timeout,
-            stop=self._stopping,
-        )
 
     async def _create_topics(self) -> None:
         # Explicitly, before anything asks for metadata: brokers that auto-create topics on
@@ -177,15 +163,8 @@ class KafkaTransport:
     def decode(self, message: InboundMessage) -> CloudEvent:
         return decode_kafka(message)
 
-    async def publish(self, destination: str, event: CloudEvent, *, confirm: bool = True) -> None:
-        encoded = encode_kafka(event, self._settings.content_mode)
-        check_size(destination, encoded, self._settings.max_message_bytes)
-        await self._send(destination, encoded.key, encoded.value, encoded.headers, confirm=confirm)
-
-    async def publish_raw(
-        self, destination: str, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]]
-    ) -> None:
-        await self._send(destination, key, value, headers, confirm=True)
+    def _encode(self, event: CloudEvent) -> EncodedMessage:
+        return encode_kafka(event, self._settings.content_mode)
 
     async def _send(
         self,
@@ -213,48 +192,30 @@ class KafkaTransport:
         if not confirm:
             delivery.add_done_callback(functools.partial(_log_if_undelivered, destination))
 
-    async def dead_letter(self, message: InboundMessage, reason: str, error: str) -> None:
-        headers = dead_letter_headers(message, reason, error)
-        destination = self.dead_letter_destination(reason)
-        try:
-            await self.publish_raw(destination, message.key, message.value, headers)
-        except MessageTooLarge:
-            # It cannot be forwarded whole; forward the record of it so the partition moves on.
-            omitted = [*headers, ("dlq_value_omitted", str(len(message.value)).encode())]
-            await self.publish_raw(destination, message.key, b"", omitted)
-        log.warning(
-            "dead-lettered a message",
-            extra={"source": message.source, "reason": reason, "error": error},
-        )
-
     # -- consuming -------------------------------------------------------------------
 
-    async def consume(self) -> AsyncIterator[Delivery]:
-        if self._consume_task is None and not self._closed:
+    def _start_consuming(self) -> None:
+        if self._consume_task is None:
             loop = KafkaConsumerLoop(
                 self._kafka, self._client_kwargs(), self._in_flight, self._queue, self._stopping
             )
             self._consume_task = asyncio.create_task(loop.run(), name="kafka-consume")
-        while True:
-            delivery = await self._queue.get()
-            if delivery is None:
-                self._queue.put_nowait(None)  # so every other iterator ends too
-                return
-            if not delivery.stale:
-                yield delivery
+
+    def _wanted(self, delivery: KafkaDelivery) -> bool:
+        return not delivery.stale
 
     # -- watching --------------------------------------------------------------------
 
     def watch(self, destination: str, *, from_start: bool) -> Watch:
-        watch = KafkaWatch(
-            self._client_kwargs(),
-            destination,
-            from_start=from_start,
-            fetch_max_wait_ms=self._kafka.fetch_max_wait_ms,
-            on_close=self._watches.discard,
+        return self._tracked(
+            KafkaWatch(
+                self._client_kwargs(),
+                destination,
+                from_start=from_start,
+                fetch_max_wait_ms=self._kafka.fetch_max_wait_ms,
+                on_close=self._watches.discard,
+            )
         )
-        self._watches.add(watch)
-        return watch
 
 
 def _env(name: str | None, key: str) -> str:

@@ -1,16 +1,12 @@
-"""The NATS JetStream transport (nats-py). Nothing outside `nats_transport` and its
-`_nats_*` helpers imports nats.
+"""The NATS JetStream transport (nats-py). Nothing outside `bus/nats/` imports nats.
 
 Streams and subjects per the contract's "Names" (`bus.nats`), streams created at `start()`
 when missing. Publishing goes through JetStream, so it returns once the stream stored the
-message. Consuming (`_nats_consumer`) starts with the first `consume()`. nats-py reconnects
+message. Consuming (`consumer.py`) starts with the first `consume()`. nats-py reconnects
 by itself, forever; the consume loops log and back off meanwhile.
 """
 
-import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TypeVar
 
 import nats
 import nats.errors
@@ -18,23 +14,24 @@ import nats.js.errors
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 
-from temporal_executor.bus._common import check_size, connecting, dead_letter_headers
-from temporal_executor.bus.codec import decode_nats, encode_nats
+from temporal_executor.bus._base import BaseTransport
+from temporal_executor.bus.codec import EncodedMessage, decode_nats, encode_nats
 from temporal_executor.bus.errors import TransportError
 from temporal_executor.bus.nats.consumer import NatsConsumerLoops, NatsDelivery
 from temporal_executor.bus.nats.watch import NatsWatch
-from temporal_executor.bus.transport import Delivery, InboundMessage, MessageTooLarge, Watch
+from temporal_executor.bus.transport import InboundMessage, MessageTooLarge, Watch
 from temporal_executor.schemas.cloudevent import CloudEvent
 from temporal_executor.schemas.config import BusSettings
 from temporal_executor.schemas.task import BusName
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
 CLIENT_NAME = "temporal-executor"
 
 
-class NatsTransport:
+class NatsTransport(BaseTransport[NatsDelivery]):
+    _transient = (OSError, nats.errors.Error)
+
     def __init__(
         self,
         settings: BusSettings,
@@ -42,24 +39,21 @@ class NatsTransport:
         max_in_flight: int = 64,
         connect_timeout_seconds: float = 30.0,
     ) -> None:
-        self._settings = settings
+        super().__init__(
+            settings, max_in_flight=max_in_flight, connect_timeout_seconds=connect_timeout_seconds
+        )
         self._nats = settings.nats
-        self._connect_timeout = connect_timeout_seconds
-        if max_in_flight < 1:
-            msg = f"max_in_flight must be at least 1, not {max_in_flight}"
-            raise ValueError(msg)
-        self._max_in_flight = max_in_flight
-        self._queue: asyncio.Queue[NatsDelivery | None] = asyncio.Queue()
-        self._stopping = asyncio.Event()
         self._nc: NatsClient | None = None
         self._js: JetStreamContext | None = None
         self._consumers: NatsConsumerLoops | None = None
-        self._watches: set[Watch] = set()
-        self._closed = False
 
     @property
     def bus(self) -> BusName:
         return "nats"
+
+    @property
+    def _server(self) -> str:
+        return f"NATS at {self._nats.url}"
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -69,16 +63,11 @@ class NatsTransport:
         if self._nats.create_streams:
             await self._connecting("create streams", self._create_streams)
 
-    async def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        self._stopping.set()
+    async def _stop_consuming(self) -> None:
         if self._consumers is not None:
             await self._consumers.stop()
-        self._queue.put_nowait(None)
-        for watch in list(self._watches):
-            await watch.aclose()
+
+    async def _disconnect(self) -> None:
         if self._nc is not None and not self._nc.is_closed:
             try:
                 await self._nc.drain()  # flushes pending publishes and acks, then closes
@@ -101,16 +90,6 @@ class NatsTransport:
         )
         nc.options["max_reconnect_attempts"] = -1
         return nc
-
-    async def _connecting(self, what: str, attempt: Callable[[], Awaitable[T]]) -> T:
-        return await connecting(
-            f"NATS at {self._nats.url}",
-            what,
-            attempt,
-            transient=(OSError, nats.errors.Error),
-            give_up_after=self._connect_timeout,
-            stop=self._stopping,
-        )
 
     async def _on_error(self, exc: Exception) -> None:
         log.warning("nats: %r", exc)
@@ -195,20 +174,19 @@ class NatsTransport:
     def decode(self, message: InboundMessage) -> CloudEvent:
         return decode_nats(message)
 
-    async def publish(self, destination: str, event: CloudEvent, *, confirm: bool = True) -> None:
-        encoded = encode_nats(event, self._settings.content_mode)
-        check_size(destination, encoded, self._settings.max_message_bytes)
-        await self._send(destination, encoded.value, encoded.headers, confirm=confirm)
-
-    async def publish_raw(
-        self, destination: str, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]]
-    ) -> None:
-        """`key` is ignored: NATS messages have none (the subject carries the task id)."""
-        await self._send(destination, value, headers, confirm=True)
+    def _encode(self, event: CloudEvent) -> EncodedMessage:
+        return encode_nats(event, self._settings.content_mode)
 
     async def _send(
-        self, destination: str, value: bytes, headers: list[tuple[str, bytes]], *, confirm: bool
+        self,
+        destination: str,
+        key: bytes | None,
+        value: bytes,
+        headers: list[tuple[str, bytes]],
+        *,
+        confirm: bool,
     ) -> None:
+        """`key` is ignored: NATS messages have none (the subject carries the task id)."""
         header_map = _header_map(headers)
         try:
             if confirm:
@@ -227,47 +205,29 @@ class NatsTransport:
             msg = f"publishing to NATS subject {destination!r} failed: {exc!r}"
             raise TransportError(msg) from exc
 
-    async def dead_letter(self, message: InboundMessage, reason: str, error: str) -> None:
-        headers = dead_letter_headers(message, reason, error)
-        destination = self.dead_letter_destination(reason)
-        try:
-            await self.publish_raw(destination, None, message.value, headers)
-        except MessageTooLarge:
-            # It cannot be forwarded whole; forward the record of it so the stream moves on.
-            omitted = [*headers, ("dlq_value_omitted", str(len(message.value)).encode())]
-            await self.publish_raw(destination, None, b"", omitted)
-        log.warning(
-            "dead-lettered a message",
-            extra={"source": message.source, "reason": reason, "error": error},
-        )
-
     # -- consuming -------------------------------------------------------------------
 
-    async def consume(self) -> AsyncIterator[Delivery]:
-        if self._consumers is None and not self._closed:
+    def _start_consuming(self) -> None:
+        if self._consumers is None:
             self._consumers = NatsConsumerLoops(
                 self._nats, self._jetstream(), self._max_in_flight, self._queue
             )
-        while True:
-            delivery = await self._queue.get()
-            if delivery is None:
-                self._queue.put_nowait(None)  # so every other iterator ends too
-                return
-            if not delivery.done:  # nak'ed at close
-                yield delivery
+
+    def _wanted(self, delivery: NatsDelivery) -> bool:
+        return not delivery.done  # nak'ed at close
 
     # -- watching --------------------------------------------------------------------
 
     def watch(self, destination: str, *, from_start: bool) -> Watch:
-        watch = NatsWatch(
-            self._jetstream(),
-            destination,
-            self._stream_of(destination),
-            from_start=from_start,
-            on_close=self._watches.discard,
+        return self._tracked(
+            NatsWatch(
+                self._jetstream(),
+                destination,
+                self._stream_of(destination),
+                from_start=from_start,
+                on_close=self._watches.discard,
+            )
         )
-        self._watches.add(watch)
-        return watch
 
 
 def _header_map(headers: list[tuple[str, bytes]]) -> dict[str, str] | None:

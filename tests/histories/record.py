@@ -19,7 +19,7 @@ import contextlib
 import sys
 import tempfile
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,7 @@ from tests.harness import BusWatcher, Producer, ServiceHarness, service_settings
 
 HISTORY_DIR = Path(__file__).parent
 # One directory per version of the workflow's commands; `record` writes the newest.
-CURRENT_VERSION = "v3-batched-publish"
+CURRENT_VERSION = "v4-parallel-tool-calls"
 # Recorded task ids are fixed (a fresh stack each time), so a file names its workflow.
 RECORDED_PREFIX = "recorded"
 BUS: BusName = "nats"
@@ -53,6 +53,10 @@ class Scenario:
     status: WorkflowExecutionStatus
     steps: Steps | None = None  # what a person does once the request is sent
     continues_as_new: bool = False
+    # The first version directory that records it (the number after its `v`).
+    since: int = 1
+    # More fields of the request.
+    request: dict[str, Any] = field(default_factory=dict)
 
 
 def _data(event: CloudEvent) -> dict[str, Any]:
@@ -84,7 +88,29 @@ async def _cancel(producer: Producer, watcher: BusWatcher, task_id: str) -> None
     assert EventType.APPROVAL_RESOLVED not in types(ended), types(ended)
 
 
+async def _approve_in_reverse(producer: Producer, watcher: BusWatcher, task_id: str) -> None:
+    """Both approval requests are out at once; the second is answered first."""
+    events = await watcher.wait_until(
+        task_id, lambda es: types(es).count(EventType.APPROVAL_REQUESTED) == 2
+    )
+    requests = [_data(e) for e in events if e.type == EventType.APPROVAL_REQUESTED]
+    for request in reversed(requests):
+        await producer.approve(task_id, request["approval_id"], True, approver="alice")
+        await watcher.wait_until(task_id, _resolved(request["approval_id"]))
+
+
+def _resolved(approval_id: str) -> Callable[[list[CloudEvent]], bool]:
+    def resolved(events: list[CloudEvent]) -> bool:
+        return any(
+            e.type == EventType.APPROVAL_RESOLVED and _data(e)["approval_id"] == approval_id
+            for e in events
+        )
+
+    return resolved
+
+
 COMPLETED = (EventType.EXECUTION_COMPLETED, WorkflowExecutionStatus.COMPLETED)
+FAILED = (EventType.EXECUTION_FAILED, WorkflowExecutionStatus.FAILED)
 SCENARIOS: dict[str, Scenario] = {
     "completed": Scenario("one-turn", *COMPLETED),
     "tool_call": Scenario("calculate", *COMPLETED),
@@ -95,8 +121,39 @@ SCENARIOS: dict[str, Scenario] = {
     "cancelled": Scenario(
         "note", EventType.EXECUTION_CANCELLED, WorkflowExecutionStatus.CANCELED, steps=_cancel
     ),
-    "failed": Scenario("bad-arguments", EventType.EXECUTION_FAILED, WorkflowExecutionStatus.FAILED),
+    # Since v4 the model hears of its mistake, and the task fails at the third in a row.
+    "failed": Scenario("bad-arguments", *FAILED),
     "continued_as_new": Scenario("long", *COMPLETED, continues_as_new=True),
+    # v4: patch `parallel-tool-calls`.
+    "model_mistake": Scenario("mistake-then-fix", *COMPLETED, since=4),
+    "parallel_tools": Scenario("four-calculations", *COMPLETED, since=4),
+    "parallel_approvals": Scenario("two-notes", *COMPLETED, steps=_approve_in_reverse, since=4),
+    "budget_exceeded": Scenario("calculate", *FAILED, since=4, request={"max_total_tokens": 1}),
+}
+
+
+def _calculation(expression: str) -> dict[str, Any]:
+    return {"name": "calculator", "arguments": {"expression": expression}}
+
+
+def _note(title: str) -> dict[str, Any]:
+    return {"name": "save_note", "arguments": {"title": title, "text": "{user_message}"}}
+
+
+SCENARIO_SCRIPTS: dict[str, list[dict[str, Any]]] = {
+    "mistake-then-fix": [
+        {"tool_calls": [{"name": "calculator", "arguments": {"formula": "1 + 1"}}]},
+        {"tool_calls": [_calculation("1 + 1")]},
+        {"text": "the answer is {last_tool_result}"},
+    ],
+    "four-calculations": [
+        {"tool_calls": [_calculation(f"{n} * 2") for n in range(4)]},
+        {"text": "the last is {last_tool_result}"},
+    ],
+    "two-notes": [
+        {"tool_calls": [_note("first"), _note("second")]},
+        {"text": "notes: {last_tool_result}"},
+    ],
 }
 
 
@@ -107,6 +164,12 @@ def scenario_settings(settings: Settings) -> Settings:
     settings.executor.max_iterations = LONG_TOOL_TURNS + 1
     scripted = settings.llm.provider("scripted")
     assert scripted is not None
+    scripted.scripts.update(
+        {
+            name: [ScriptedTurn.model_validate(turn) for turn in turns]
+            for name, turns in SCENARIO_SCRIPTS.items()
+        }
+    )
     scripted.scripts["long"] = [
         ScriptedTurn.model_validate(
             {"tool_calls": [{"name": "calculator", "arguments": {"expression": f"{n} * 2"}}]}
@@ -120,7 +183,9 @@ async def run_scenario(harness: ServiceHarness, name: str, task_id: str) -> list
     """Run one scenario to its end; the histories of its workflow's runs, oldest first."""
     scenario = SCENARIOS[name]
     producer, watcher = harness.producers[BUS], harness.watchers[BUS]
-    await producer.request(task_id, scenario.model, user_message=f"scenario {name}")
+    await producer.request(
+        task_id, scenario.model, user_message=f"scenario {name}", **scenario.request
+    )
     if scenario.steps is not None:
         await scenario.steps(producer, watcher, task_id)
     events = await watcher.wait_for_end(task_id, timeout=60)
@@ -159,6 +224,15 @@ def version_dirs() -> list[Path]:
     return sorted(p for p in HISTORY_DIR.iterdir() if p.is_dir() and p.name.startswith("v"))
 
 
+def version_number(directory: Path) -> int:
+    return int(directory.name[1:].split("-")[0])
+
+
+def scenarios_of(directory: Path) -> list[str]:
+    """The scenarios a version directory records."""
+    return [name for name, s in SCENARIOS.items() if s.since <= version_number(directory)]
+
+
 async def record(directory: Path) -> list[Path]:
     async with EmbeddedStack(("temporal", "nats", "kafka"), headless=True) as stack:
         client = await Client.connect(
@@ -173,7 +247,7 @@ async def record(directory: Path) -> list[Path]:
             harness = ServiceHarness(scenario_settings(settings), client)
             await harness.start()
             try:
-                names = list(SCENARIOS)
+                names = scenarios_of(directory)
                 histories = await asyncio.gather(
                     *(run_scenario(harness, n, f"{RECORDED_PREFIX}-{n}") for n in names)
                 )

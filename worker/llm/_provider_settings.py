@@ -3,6 +3,7 @@
 import os
 
 from temporal_executor.schemas.config import ProviderSettings
+from temporal_executor.schemas.requests import ModelSelection
 from temporal_executor.worker.llm.errors import ModelNotFound, ProviderNotConfigured
 
 
@@ -41,3 +42,11 @@ def check_model(settings: ProviderSettings, model: str) -> None:
             f"(llm.providers[].models: {allowed})"
         )
         raise ModelNotFound(msg)
+
+
+def optional_max_tokens(settings: ProviderSettings, selection: ModelSelection) -> int | None:
+    """The request's `max_tokens`, else config's default, but only where config sets it:
+    APIs that need no limit get none, since one too low starves reasoning models."""
+    if selection.max_tokens is None and "default_max_tokens" in settings.model_fields_set:
+        return settings.default_max_tokens
+    return selection.max_tokens

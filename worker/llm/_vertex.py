@@ -9,6 +9,7 @@ is created (a token expires, typically after an hour: meant for tests and short 
 """
 
 import os
+from typing import NoReturn
 
 from temporal_executor.schemas.config import ProviderSettings
 from temporal_executor.worker.llm._provider_settings import provider_label, secret_from_env
@@ -71,6 +72,14 @@ def map_google_auth_error(label: str, exc: Exception) -> LlmError | None:
     if isinstance(exc, exceptions.TransportError) or getattr(exc, "retryable", False):
         return ProviderUnavailable(message)
     return AuthenticationFailed(message)
+
+
+def raise_google_auth_error(label: str, exc: Exception) -> NoReturn:
+    """Raise `exc` as the error its google-auth failure maps to, or else unchanged."""
+    mapped = map_google_auth_error(label, exc)
+    if mapped is None:
+        raise exc
+    raise mapped from exc
 
 
 def _first_env(envs: tuple[str, ...]) -> str | None:

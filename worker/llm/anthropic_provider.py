@@ -33,7 +33,7 @@ from temporal_executor.worker.llm._provider_settings import (
 )
 from temporal_executor.worker.llm._vertex import (
     access_token,
-    map_google_auth_error,
+    raise_google_auth_error,
     require_project,
     vertex_project,
     vertex_region,
@@ -87,10 +87,7 @@ class AnthropicProvider:
             raise unreachable(self._label, exc) from exc
         except Exception as exc:
             # On Vertex the SDK resolves Application Default Credentials on the first request.
-            mapped = map_google_auth_error(self._label, exc)
-            if mapped is None:
-                raise
-            raise mapped from exc
+            raise_google_auth_error(self._label, exc)
         return LlmCallResult(
             message=_assistant_message(reply),
             usage=_usage(reply),

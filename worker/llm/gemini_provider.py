@@ -41,10 +41,14 @@ from temporal_executor.worker.llm._http_errors import (
     error_for_status,
     unreachable,
 )
-from temporal_executor.worker.llm._provider_settings import check_model, provider_label
+from temporal_executor.worker.llm._provider_settings import (
+    check_model,
+    optional_max_tokens,
+    provider_label,
+)
 from temporal_executor.worker.llm._vertex import (
     access_token,
-    map_google_auth_error,
+    raise_google_auth_error,
     require_project,
     vertex_project,
     vertex_region,
@@ -96,10 +100,7 @@ class GeminiProvider:
             raise ProviderNotConfigured(msg) from exc
         except Exception as exc:
             # Without a project the SDK reads Application Default Credentials right away.
-            mapped = map_google_auth_error(self._label, exc)
-            if mapped is None:
-                raise
-            raise mapped from exc
+            raise_google_auth_error(self._label, exc)
 
     @property
     def client(self) -> genai.Client:
@@ -108,10 +109,7 @@ class GeminiProvider:
     async def complete(self, call: LlmCallInput, deltas: DeltaSink | None = None) -> LlmCallResult:
         selection = call.selection
         check_model(self._settings, selection.model)
-        max_tokens = selection.max_tokens
-        # Gemini needs no limit; config's default applies only when config sets it.
-        if max_tokens is None and "default_max_tokens" in self._settings.model_fields_set:
-            max_tokens = self._settings.default_max_tokens
+        max_tokens = optional_max_tokens(self._settings, selection)
         declarations = [
             types.FunctionDeclaration(
                 name=spec.name,
@@ -142,10 +140,7 @@ class GeminiProvider:
         except TRANSPORT_ERRORS as exc:
             raise unreachable(self._label, exc) from exc
         except Exception as exc:
-            mapped = map_google_auth_error(self._label, exc)
-            if mapped is None:
-                raise
-            raise mapped from exc
+            raise_google_auth_error(self._label, exc)
         return LlmCallResult(
             message=self._assistant_message(reply, turn),
             usage=_usage(reply),

@@ -21,7 +21,13 @@ from openai.types.chat import (
 )
 
 from temporal_executor.schemas.config import ProviderSettings
-from temporal_executor.schemas.conversation import AssistantMessage, ChatMessage, ToolCall, Usage
+from temporal_executor.schemas.conversation import (
+    RAW_ARGUMENTS_KEY,
+    AssistantMessage,
+    ChatMessage,
+    ToolCall,
+    Usage,
+)
 from temporal_executor.schemas.task import LlmCallInput, LlmCallResult
 from temporal_executor.worker.llm._http_errors import (
     TRANSPORT_ERRORS,
@@ -31,6 +37,7 @@ from temporal_executor.worker.llm._http_errors import (
 from temporal_executor.worker.llm._provider_settings import (
     api_key_from_env,
     check_model,
+    optional_max_tokens,
     provider_label,
     secret_from_env,
 )
@@ -41,10 +48,6 @@ from temporal_executor.worker.llm.errors import (
     ProviderUnavailable,
 )
 from temporal_executor.worker.llm.streaming import DeltaSink
-
-# Where a model's arguments that are not a JSON object are kept, so the tool (and the
-# model, on the next turn) sees what was sent instead of the task crashing.
-RAW_ARGUMENTS_KEY = "_raw"
 
 
 class OpenAIProvider:
@@ -60,11 +63,7 @@ class OpenAIProvider:
     async def complete(self, call: LlmCallInput, deltas: DeltaSink | None = None) -> LlmCallResult:
         selection = call.selection
         check_model(self._settings, selection.model)
-        max_tokens = selection.max_tokens
-        # OpenAI needs no limit, and one too low starves reasoning models; so config's
-        # default applies only when config sets it explicitly.
-        if max_tokens is None and "default_max_tokens" in self._settings.model_fields_set:
-            max_tokens = self._settings.default_max_tokens
+        max_tokens = optional_max_tokens(self._settings, selection)
         tools: list[ChatCompletionFunctionToolParam] = [
             {
                 "type": "function",
@@ -253,7 +252,7 @@ def to_openai_messages(
                     {
                         "id": c.id,
                         "type": "function",
-                        "function": {"name": c.name, "arguments": _dump_arguments(c.arguments)},
+                        "function": {"name": c.name, "arguments": _dump_arguments(c)},
                     }
                     for c in message.tool_calls
                 ]
@@ -279,12 +278,10 @@ def parse_arguments(raw: str) -> dict[str, Any]:
     return value if isinstance(value, dict) else {RAW_ARGUMENTS_KEY: raw}
 
 
-def _dump_arguments(arguments: dict[str, Any]) -> str:
+def _dump_arguments(call: ToolCall) -> str:
     # Send unreadable arguments back exactly as the model wrote them.
-    raw = arguments.get(RAW_ARGUMENTS_KEY)
-    if len(arguments) == 1 and isinstance(raw, str):
-        return raw
-    return json.dumps(arguments, ensure_ascii=False)
+    raw = call.unreadable_arguments()
+    return raw if raw is not None else json.dumps(call.arguments, ensure_ascii=False)
 
 
 def map_openai_error(label: str, exc: openai.APIError) -> LlmError:
