@@ -137,20 +137,9 @@ class AgentActivities(AgentActivityDeclarations):
     async def call_llm(self, call: LlmCallInput) -> LlmCallResult:
         try:
             provider = self._providers.get(call.selection.provider)
-            if self._deltas.streams(call):
-                info = activity.info()
-                # Each fragment heartbeats (the SDK throttles them): a stalled stream or a
-                # dead worker is noticed after the heartbeat timeout.
-                deltas = self._deltas.open(
-                    call,
-                    workflow_id=info.workflow_id or "",
-                    attempt=info.attempt,
-                    on_fragment=activity.heartbeat,
-                )
-                async with deltas:
-                    result: LlmCallResult = await provider.complete(call, deltas)
-            else:
-                result = await provider.complete(call)
+            # Streaming: fragments go out as `agent.llm.delta` events as they come.
+            async with self._deltas.sink_for(call) as deltas:
+                result: LlmCallResult = await provider.complete(call, deltas)
         except WorkerError as exc:
             raise to_application_error(exc) from exc
         content, truncated = truncate_text(result.message.content, self._executor.max_result_bytes)

@@ -7,8 +7,11 @@ tells subscribers to drop the text of the earlier one.
 """
 
 import itertools
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
+
+from temporalio import activity
 
 from temporal_executor.bus.outbound import build_delta_event
 from temporal_executor.schemas.event_types import delta_id_for
@@ -26,6 +29,26 @@ class DeltaPublisher:
     def streams(self, call: LlmCallInput) -> bool:
         """Whether `call` asks for deltas and has somewhere to send them."""
         return call.stream and call.route is not None and bool(call.route.deltas_destination)
+
+    @asynccontextmanager
+    async def sink_for(self, call: LlmCallInput) -> AsyncIterator[DeltaBatcher | None]:
+        """In the LLM activity: the sink for `call`'s fragments, None when it does not stream.
+
+        Each fragment heartbeats (the SDK throttles them), so a stalled stream or a dead
+        worker is noticed after the heartbeat timeout.
+        """
+        if not self.streams(call):
+            yield None
+            return
+        info = activity.info()
+        attempt = info.attempt
+        async with self.open(
+            call,
+            workflow_id=info.workflow_id or "",
+            attempt=attempt,
+            on_fragment=activity.heartbeat,
+        ) as sink:
+            yield sink
 
     def open(
         self,
