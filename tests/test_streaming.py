@@ -4,8 +4,6 @@ killed mid-stream retries the turn as a new attempt, the task completing once.""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import io
 import json
 import re
@@ -16,7 +14,6 @@ from pathlib import Path
 import pytest
 from temporalio.client import Client
 
-from temporal_executor.bus.transport import Transport, Watch
 from temporal_executor.bus_client import describe, merged, print_until_done
 from temporal_executor.dev.embedded_stack import EmbeddedStack
 from temporal_executor.schemas.cloudevent import (
@@ -31,70 +28,17 @@ from temporal_executor.schemas.events import LlmDelta
 from temporal_executor.schemas.task import BusName
 from tests.harness import (
     BUSES,
-    EVENT_TIMEOUT,
+    DeltaWatcher,
     ServiceHarness,
     ServiceProcess,
+    delta_of,
     new_task_id,
     service_settings,
+    streamed_text,
     types,
 )
 
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
-
-
-class DeltaWatcher:
-    """Every `agent.llm.delta` on one bus, by task."""
-
-    def __init__(self, transport: Transport) -> None:
-        self._transport = transport
-        self._by_task: dict[str, list[CloudEvent]] = {}
-        self._changed = asyncio.Condition()
-        self._reader: asyncio.Task[None] | None = None
-
-    async def __aenter__(self) -> DeltaWatcher:
-        watch = self._transport.watch(self._transport.deltas_destination(None), from_start=False)
-        await watch.start()
-        self._reader = asyncio.create_task(self._read(watch))
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        assert self._reader is not None
-        self._reader.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._reader
-
-    async def _read(self, watch: Watch) -> None:
-        try:
-            async for message in watch:
-                event = self._transport.decode(message)
-                async with self._changed:
-                    task = event.extension(TASKID_EXTENSION) or "?"
-                    self._by_task.setdefault(task, []).append(event)
-                    self._changed.notify_all()
-        finally:
-            await watch.aclose()
-
-    def of(self, task_id: str) -> list[CloudEvent]:
-        unique = {e.id: e for e in self._by_task.get(task_id, [])}
-        return sorted(unique.values(), key=lambda e: (_data(e).attempt, _data(e).index))
-
-    async def wait_for_text(self, task_id: str, text: str, *, attempt: int | None = None) -> None:
-        async with asyncio.timeout(EVENT_TIMEOUT), self._changed:
-            while text not in streamed_text(self.of(task_id), attempt=attempt):
-                await self._changed.wait()
-
-    async def wait_for_any(self, task_id: str) -> None:
-        async with asyncio.timeout(EVENT_TIMEOUT * 2), self._changed:
-            while not self.of(task_id):
-                await self._changed.wait()
-
-
-def _data(event: CloudEvent) -> LlmDelta:
-    return LlmDelta.model_validate(event.data)
-
-
-def streamed_text(deltas: list[CloudEvent], *, attempt: int | None = None) -> str:
-    return "".join(_data(e).text for e in deltas if attempt is None or _data(e).attempt == attempt)
 
 
 async def _stream_request(
@@ -139,7 +83,7 @@ async def test_a_streaming_task_publishes_deltas_on_their_own_destination(
     ]
     workflow_id = workflow_id_for(task_id)
     for event in streamed:
-        delta = _data(event)
+        delta = delta_of(event)
         assert event.type == EventType.LLM_DELTA
         assert event.id == f"{workflow_id}/delta/{delta.iteration}/{delta.attempt}/{delta.index}"
         assert event.extension(TASKID_EXTENSION) == task_id
@@ -147,8 +91,8 @@ async def test_a_streaming_task_publishes_deltas_on_their_own_destination(
         assert event.extension(SEQUENCE_EXTENSION) is None
         assert (delta.task_id, delta.attempt) == (task_id, 1)
     # Turn 1 streamed its tool call's arguments, turn 2 its text.
-    first = [_data(e) for e in streamed if _data(e).iteration == 1]
-    second = [_data(e) for e in streamed if _data(e).iteration == 2]
+    first = [delta_of(e) for e in streamed if delta_of(e).iteration == 1]
+    second = [delta_of(e) for e in streamed if delta_of(e).iteration == 2]
     assert [d.index for d in first] == list(range(len(first)))
     arguments = "".join(d.tool_call.arguments for d in first if d.tool_call)
     assert json.loads(arguments) == {"expression": "6 * 7"}
@@ -172,7 +116,7 @@ async def test_a_retried_call_streams_as_a_new_attempt(service: ServiceHarness) 
 
     assert events[-1].type == EventType.EXECUTION_COMPLETED
     # The first attempt failed before a word; the second streamed them all.
-    assert {_data(e).attempt for e in streamed} == {2}
+    assert {delta_of(e).attempt for e in streamed} == {2}
 
 
 async def test_without_stream_there_are_no_deltas(service: ServiceHarness) -> None:
