@@ -326,3 +326,41 @@ async def test_openai_stream_without_choices_is_worth_another_attempt(
                 await provider.complete(call_input(model="m"), Recorder())
         finally:
             await provider.aclose()
+
+
+async def test_an_error_event_mid_stream_is_worth_another_attempt(wire: Wire) -> None:
+    if wire.kind == "vertex_gemini":
+        pytest.skip("Gemini ends a failing stream with an HTTP error, not an event")
+    started: list[bytes]
+    if wire.kind in ("anthropic", "vertex_anthropic"):
+        message = {
+            "id": "msg_1",
+            "type": "message",
+            "role": "assistant",
+            "model": wire.model,
+            "content": [],
+            "stop_reason": None,
+            "stop_sequence": None,
+            "usage": {"input_tokens": 1, "output_tokens": 1},
+        }
+        started = [
+            sse({"type": "message_start", "message": message}, "message_start"),
+            sse(
+                {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}},
+                "error",
+            ),
+        ]
+    else:
+        chunk = {
+            "id": "c",
+            "object": "chat.completion.chunk",
+            "created": 0,
+            "model": "m",
+            "choices": [{"index": 0, "delta": {"content": "Hel"}, "finish_reason": None}],
+        }
+        failed = {"error": {"message": "The server had an error", "type": "server_error"}}
+        started = [sse(chunk), sse(failed)]
+    wire.server.enqueue(ErrorReply(200, body=b"".join(started)))
+
+    with pytest.raises(ProviderUnavailable):
+        await wire.provider.complete(call_input(model=wire.model), Recorder())
