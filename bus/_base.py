@@ -51,15 +51,8 @@ class BaseTransport(ABC, Generic[D]):
     def _encode(self, event: CloudEvent) -> EncodedMessage: ...
 
     @abstractmethod
-    async def _send(
-        self,
-        destination: str,
-        key: bytes | None,
-        value: bytes,
-        headers: list[tuple[str, bytes]],
-        *,
-        confirm: bool,
-    ) -> None: ...
+    async def _send(self, destination: str, message: EncodedMessage, *, confirm: bool) -> None:
+        """Put `message` on the bus; with `confirm`, return once the bus stored it."""
 
     @abstractmethod
     def dead_letter_destination(self, reason: str | None) -> str: ...
@@ -107,12 +100,12 @@ class BaseTransport(ABC, Generic[D]):
     async def publish(self, destination: str, event: CloudEvent, *, confirm: bool = True) -> None:
         encoded = self._encode(event)
         check_size(destination, encoded, self._settings.max_message_bytes)
-        await self._send(destination, encoded.key, encoded.value, encoded.headers, confirm=confirm)
+        await self._send(destination, encoded, confirm=confirm)
 
     async def publish_raw(
         self, destination: str, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]]
     ) -> None:
-        await self._send(destination, key, value, headers, confirm=True)
+        await self._send(destination, EncodedMessage(key, value, headers), confirm=True)
 
     async def dead_letter(self, message: InboundMessage, reason: str, error: str) -> None:
         headers = dead_letter_headers(message, reason, error)

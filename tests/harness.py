@@ -329,6 +329,29 @@ def types(events: list[CloudEvent]) -> list[str]:
     return [e.type for e in events]
 
 
+def data(event: CloudEvent) -> dict[str, Any]:
+    """The data of an event of ours: always a JSON object."""
+    assert isinstance(event.data, dict)
+    return event.data
+
+
+# The event types of a task whose model calls one tool and then answers.
+ONE_TOOL_CALL = [
+    EventType.EXECUTION_STARTED,
+    EventType.LLM_RESPONDED,
+    EventType.TOOL_COMPLETED,
+    EventType.LLM_RESPONDED,
+    EventType.EXECUTION_COMPLETED,
+]
+# The same when that call needs an approval, and gets it.
+ONE_APPROVED_TOOL_CALL = [
+    *ONE_TOOL_CALL[:2],
+    EventType.APPROVAL_REQUESTED,
+    EventType.APPROVAL_RESOLVED,
+    *ONE_TOOL_CALL[2:],
+]
+
+
 class ServiceProcess:
     """`temporal-executor bridge|worker` as a real process, to be killed with SIGKILL."""
 

@@ -11,24 +11,29 @@ from config, so each call's start and end are seen here.
 import asyncio
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
 from temporalio.api.enums.v1 import EventType as HistoryEventType
 from temporalio.client import Client
+from temporalio.exceptions import ApplicationError
 
 from temporal_executor.dev.embedded_stack import EmbeddedStack
 from temporal_executor.schemas.cloudevent import CloudEvent
-from temporal_executor.schemas.config import ScriptedTurn, Settings, ToolSettings
+from temporal_executor.schemas.config import ProviderSettings, ScriptedTurn, Settings, ToolSettings
+from temporal_executor.schemas.conversation import ToolCall
 from temporal_executor.schemas.event_types import EventType, workflow_id_for
 from temporal_executor.schemas.requests import ExecutionRequested
-from temporal_executor.schemas.task import TaskStatus
+from temporal_executor.schemas.task import TaskStatus, ToolCallInput
 from temporal_executor.worker.service import build_activities
 from temporal_executor.worker.workflow import AgentExecutionWorkflow
+from tests.fakes.llm_servers import FakeOpenAIServer, FakeToolCall, text, tool_calls
 from tests.harness import ServiceHarness, new_task_id, service_settings, types
 
 MAX_PARALLEL_TOOLS = 4
+OPENAI_KEY_ENV = "TE_TEST_AGENT_LOOP_OPENAI_KEY"
+OPENAI = {"provider": "fake-openai", "model": "gpt-4.1-mini"}
 SLEEP_SECONDS = 1.0
 
 # Each sleeper call's (start, end), by task.
@@ -100,10 +105,28 @@ SCRIPTS: dict[str, list[dict[str, Any]]] = {
 
 
 @pytest.fixture(scope="module")
+def openai_server() -> Iterator[FakeOpenAIServer]:
+    with FakeOpenAIServer() as server, pytest.MonkeyPatch.context() as env:
+        env.setenv(OPENAI_KEY_ENV, server.api_key)
+        yield server
+
+
+@pytest.fixture(scope="module")
 async def loop_service(
-    embedded_stack: EmbeddedStack, temporal_client: Client, tmp_path_factory: pytest.TempPathFactory
+    embedded_stack: EmbeddedStack,
+    temporal_client: Client,
+    tmp_path_factory: pytest.TempPathFactory,
+    openai_server: FakeOpenAIServer,
 ) -> AsyncIterator[ServiceHarness]:
     settings = service_settings(embedded_stack, tmp_path_factory.mktemp("notes"))
+    settings.llm.providers.append(
+        ProviderSettings(
+            name=OPENAI["provider"],
+            kind="openai",
+            api_key_env=OPENAI_KEY_ENV,
+            base_url=openai_server.base_url,
+        )
+    )
     settings.executor.max_iterations = 8
     settings.executor.max_parallel_tools = MAX_PARALLEL_TOOLS
     settings.tools.append(ToolSettings(name="sleeper", function=f"{__name__}:sleeper"))
@@ -176,6 +199,27 @@ async def test_arguments_not_json_and_a_tool_not_offered_are_explained(
         "this task may not call tool 'weather'; it may call: calculator, current_time"
     )
     assert data(events[-1])["final_message"] == f"the model read: error: {not_offered['error']}"
+
+
+async def test_arguments_an_openai_model_sent_as_broken_json_go_back_to_it(
+    loop_service: ServiceHarness, openai_server: FakeOpenAIServer
+) -> None:
+    """The real OpenAI SDK, against a local server speaking its wire format."""
+    broken = '{"expression": "6 *'
+    openai_server.enqueue(
+        tool_calls(FakeToolCall("calculator", broken)),
+        tool_calls(("calculator", {"expression": "6 * 7"})),
+        text("42"),
+    )
+    events = await _run(loop_service, "openai", model_config=OPENAI)
+    assert events[-1].type == EventType.EXECUTION_COMPLETED
+    wrong, right = of_type(events, EventType.TOOL_COMPLETED)
+    assert wrong["error"] == f"the arguments for tool 'calculator' are not a JSON object: {broken}"
+    assert right["result"] == 42
+    # The second request told the model, beside its arguments sent back as it wrote them.
+    _, call, result = openai_server.requests[1].body["messages"]
+    assert call["tool_calls"][0]["function"]["arguments"] == broken
+    assert (result["role"], result["content"]) == ("tool", f"Error: error: {wrong['error']}")
 
 
 async def test_max_tool_errors_mistakes_in_a_row_fail_the_task(
@@ -372,6 +416,20 @@ async def test_a_cancelled_task_reports_its_usage(loop_service: ServiceHarness) 
     events = await watcher.wait_for_end(task_id)
     assert events[-1].type == EventType.EXECUTION_CANCELLED
     assert data(events[-1])["total_usage"] == turn["total_usage"]
+
+
+async def test_a_tool_gone_from_the_worker_is_unknown() -> None:
+    """A tool the task was offered but the worker no longer has (an MCP server's, gone
+    since planning) is reported as the model's `unknown_tool` mistake."""
+    activities, _, providers = build_activities(Settings())
+    call = ToolCall(id="call_0_0", name="gone", arguments={})
+    try:
+        with pytest.raises(ApplicationError) as raised:
+            await activities.run_tool(ToolCallInput(task_id="t", tool_call=call))
+    finally:
+        await providers.aclose()
+    assert (raised.value.type, raised.value.non_retryable) == ("unknown_tool", True)
+    assert raised.value.message == "tool 'gone' is not available on this worker"
 
 
 async def test_the_plan_takes_limits_from_the_request_within_config() -> None:

@@ -12,16 +12,19 @@ from temporal_executor.schemas.cloudevent import STRUCTURED_MEDIA_TYPE
 from temporal_executor.schemas.config import ContentMode
 from temporal_executor.schemas.event_types import EventType, workflow_id_for
 from temporal_executor.schemas.task import BusName, TaskStatus
-from tests.harness import BUSES, ServiceHarness, new_task_id, types
+from tests.harness import (
+    BUSES,
+    ONE_APPROVED_TOOL_CALL,
+    ONE_TOOL_CALL,
+    ServiceHarness,
+    data,
+    new_task_id,
+    types,
+)
 
 pytestmark = pytest.mark.parametrize("bus", BUSES)
 
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
-
-
-def data(event: Any) -> dict[str, Any]:
-    assert isinstance(event.data, dict)
-    return event.data
 
 
 @pytest.mark.parametrize("mode", ["binary", "structured"])
@@ -77,13 +80,7 @@ async def test_tool_call_result_reaches_the_model(service: ServiceHarness, bus: 
     task_id = new_task_id()
     await service.producers[bus].request(task_id, "calculate")
     events = await service.watchers[bus].wait_for_end(task_id)
-    assert types(events) == [
-        EventType.EXECUTION_STARTED,
-        EventType.LLM_RESPONDED,
-        EventType.TOOL_COMPLETED,
-        EventType.LLM_RESPONDED,
-        EventType.EXECUTION_COMPLETED,
-    ]
+    assert types(events) == ONE_TOOL_CALL
     tool = data(events[2])
     assert (tool["name"], tool["result"], tool["error"]) == ("calculator", 42, None)
     assert data(events[1])["message"]["tool_calls"][0]["arguments"] == {"expression": "6 * 7"}
@@ -221,15 +218,7 @@ async def test_approval_granted(service: ServiceHarness, bus: BusName) -> None:
     assert [p.approval_id for p in status.pending_approvals] == [request["approval_id"]]
     await producer.approve(task_id, request["approval_id"], approver="alice", reason="fine")
     events = await watcher.wait_for_end(task_id)
-    assert types(events) == [
-        EventType.EXECUTION_STARTED,
-        EventType.LLM_RESPONDED,
-        EventType.APPROVAL_REQUESTED,
-        EventType.APPROVAL_RESOLVED,
-        EventType.TOOL_COMPLETED,
-        EventType.LLM_RESPONDED,
-        EventType.EXECUTION_COMPLETED,
-    ]
+    assert types(events) == ONE_APPROVED_TOOL_CALL
     resolved = data(events[3])
     assert (
         resolved["approved"],

@@ -2,7 +2,6 @@
 the turn to the next of its `fallbacks`; one that refuses the request does not."""
 
 from collections.abc import AsyncIterator
-from typing import Any
 
 import pytest
 from temporalio.client import Client
@@ -12,7 +11,14 @@ from temporal_executor.schemas.cloudevent import CloudEvent
 from temporal_executor.schemas.config import FallbackTarget, ProviderSettings, ScriptedTurn
 from temporal_executor.schemas.event_types import EventType, workflow_id_for
 from temporal_executor.schemas.events import LlmDelta
-from tests.harness import DeltaWatcher, ServiceHarness, new_task_id, service_settings, types
+from tests.harness import (
+    DeltaWatcher,
+    ServiceHarness,
+    data,
+    new_task_id,
+    service_settings,
+    types,
+)
 
 DOWN = ScriptedTurn(error="unavailable")
 
@@ -68,11 +74,6 @@ async def run_task(
         task_id, model_config={"provider": provider, "model": model}, tools=[]
     )
     return task_id, await service.watchers["nats"].wait_for_end(task_id)
-
-
-def data(event: CloudEvent) -> dict[str, Any]:
-    assert isinstance(event.data, dict)
-    return event.data
 
 
 @pytest.mark.parametrize("model", ["down", "busy"])

@@ -3,23 +3,15 @@ scripted provider, and the registry that creates them lazily."""
 
 from __future__ import annotations
 
-import json
 import socket
-import subprocess
 import sys
-import textwrap
-import urllib.error
-import urllib.request
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
 from temporal_executor.schemas.config import LlmSettings, ProviderSettings, ScriptedTurn
 from temporal_executor.schemas.conversation import ChatMessage, ToolCall, ToolSpec
-from temporal_executor.schemas.requests import ModelSelection
-from temporal_executor.schemas.task import LlmCallInput, LlmCallResult
 from temporal_executor.worker.llm._http_errors import retry_after_seconds
 from temporal_executor.worker.llm.anthropic_provider import AnthropicProvider
 from temporal_executor.worker.llm.base import LlmProvider
@@ -50,70 +42,27 @@ from tests.fakes.llm_servers import (
     tool_calls,
     unauthorized,
 )
+from tests.llm_wire import (
+    CALCULATOR,
+    CLAUDE,
+    SAVE_NOTE,
+    Wire,
+    assistant_turn,
+    call_input,
+    check_http_error,
+    check_parallel_tool_calls_round_trip,
+    check_text_reply,
+    check_tool_call_round_trip,
+    post,
+    sdks_imported_by,
+    tool_result,
+    user,
+)
 
 KEY_ENV = "TE_TEST_LLM_KEY"
-CLAUDE = "claude-sonnet-4-6"
 GPT = "gpt-4.1-mini"
 
-CALCULATOR = ToolSpec(
-    name="calculator",
-    description="Evaluate an arithmetic expression.",
-    parameters={
-        "type": "object",
-        "properties": {"expression": {"type": "string"}},
-        "required": ["expression"],
-    },
-)
-SAVE_NOTE = ToolSpec(name="save_note", description="Save a note.")
-
-
-def call_input(
-    *messages: ChatMessage,
-    model: str = CLAUDE,
-    tools: list[ToolSpec] | None = None,
-    system_prompt: str | None = None,
-    temperature: float | None = None,
-    max_tokens: int | None = None,
-    task_id: str = "task-1",
-) -> LlmCallInput:
-    selection = ModelSelection(
-        provider="p", model=model, temperature=temperature, max_tokens=max_tokens
-    )
-    return LlmCallInput(
-        task_id=task_id,
-        selection=selection,
-        system_prompt=system_prompt,
-        messages=list(messages) or [user("What is 6 * 7?")],
-        tools=tools or [],
-    )
-
-
-def user(content: str) -> ChatMessage:
-    return ChatMessage(role="user", content=content)
-
-
-def assistant_turn(result: LlmCallResult) -> ChatMessage:
-    message = result.message
-    return ChatMessage(role="assistant", content=message.content, tool_calls=message.tool_calls)
-
-
-def tool_result(call: ToolCall, content: str, *, is_error: bool = False) -> ChatMessage:
-    return ChatMessage(
-        role="tool", tool_call_id=call.id, name=call.name, content=content, is_error=is_error
-    )
-
-
 # -- the SDK providers against the fakes -------------------------------------------------
-
-
-@dataclass
-class Wire:
-    """One provider under test and the fake server it talks to."""
-
-    kind: str
-    server: FakeAnthropicServer | FakeOpenAIServer
-    provider: AnthropicProvider | OpenAIProvider
-    model: str
 
 
 def settings_for(
@@ -187,56 +136,16 @@ async def openai_provider(openai_server: FakeOpenAIServer) -> AsyncIterator[Open
 
 
 async def test_text_reply(wire: Wire) -> None:
-    wire.server.enqueue(text("42, of course.", input_tokens=17, output_tokens=4))
-
-    result = await wire.provider.complete(call_input(model=wire.model))
-
-    assert result.message.content == "42, of course."
-    assert result.message.tool_calls == []
-    assert (result.usage.input_tokens, result.usage.output_tokens) == (17, 4)
-    assert (result.provider, result.model) == (f"my-{wire.kind}", wire.model)
+    await check_text_reply(wire)
     assert len(wire.server.requests) == 1
 
 
 async def test_tool_call_round_trip(wire: Wire) -> None:
-    wire.server.enqueue(
-        tool_calls(("calculator", {"expression": "6 * 7"}), text="Let me compute."),
-        text("It is 42."),
-    )
-    first = call_input(user("What is 6 * 7?"), model=wire.model, tools=[CALCULATOR])
-
-    asked = await wire.provider.complete(first)
-    [call] = asked.message.tool_calls
-    answered = await wire.provider.complete(
-        first.model_copy(
-            update={"messages": [*first.messages, assistant_turn(asked), tool_result(call, "42")]}
-        )
-    )
-
-    assert asked.message.content == "Let me compute."
-    assert (call.name, call.arguments) == ("calculator", {"expression": "6 * 7"})
-    assert call.id
-    assert answered.message.content == "It is 42."
-    assert wire.server.pending == 0
+    await check_tool_call_round_trip(wire)
 
 
 async def test_parallel_tool_calls_round_trip(wire: Wire) -> None:
-    wire.server.enqueue(
-        tool_calls(("calculator", {"expression": "6 * 7"}), ("save_note", {"text": "hi"})),
-        text("Done."),
-    )
-    first = call_input(model=wire.model, tools=[CALCULATOR, SAVE_NOTE])
-
-    asked = await wire.provider.complete(first)
-    results = [tool_result(c, f"result of {c.name}") for c in asked.message.tool_calls]
-    answered = await wire.provider.complete(
-        first.model_copy(update={"messages": [*first.messages, assistant_turn(asked), *results]})
-    )
-
-    assert [c.name for c in asked.message.tool_calls] == ["calculator", "save_note"]
-    assert len({c.id for c in asked.message.tool_calls}) == 2
-    # The fakes refuse results that do not answer every call of the previous turn.
-    assert answered.message.content == "Done."
+    await check_parallel_tool_calls_round_trip(wire)
 
 
 @pytest.mark.parametrize(
@@ -260,18 +169,7 @@ async def test_parallel_tool_calls_round_trip(wire: Wire) -> None:
 async def test_http_errors_map_to_one_error_model(
     wire: Wire, reply: ErrorReply, error: type[LlmError], retry_after: float | None
 ) -> None:
-    wire.server.enqueue(reply, text("never reached"))
-
-    with pytest.raises(LlmError) as raised:
-        await wire.provider.complete(call_input(model=wire.model))
-
-    assert type(raised.value) is error
-    assert raised.value.retryable is (error in (RateLimited, ProviderUnavailable))
-    assert raised.value.retry_after == retry_after
-    assert f"my-{wire.kind}" in str(raised.value)
-    assert f"HTTP {reply.status}" in str(raised.value)
-    # Exactly one attempt: Temporal, not the SDK, retries.
-    assert len(wire.server.requests) == 1
+    await check_http_error(wire, reply, error, retry_after)
 
 
 async def test_overloaded_anthropic_is_unavailable(
@@ -606,17 +504,6 @@ async def test_azure_request(monkeypatch: pytest.MonkeyPatch) -> None:
 # -- the fakes refuse what the real APIs refuse, with their bodies ------------------------------
 
 
-def post(url: str, body: dict[str, Any], headers: dict[str, str]) -> tuple[int, Any]:
-    data = json.dumps(body).encode()
-    request = urllib.request.Request(url, data=data, headers=headers, method="POST")
-    try:
-        with urllib.request.urlopen(request) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        with error:
-            return error.code, json.loads(error.read())
-
-
 def test_fake_anthropic_refuses_like_the_api() -> None:
     with FakeAnthropicServer() as server:
         url = f"{server.url}/v1/messages"
@@ -898,54 +785,15 @@ async def test_registry_model_allowlist(monkeypatch: pytest.MonkeyPatch) -> None
 
 
 def test_registry_imports_an_sdk_only_when_its_provider_is_used() -> None:
-    # A fresh interpreter, since this test process has imported both SDKs already. Imports
-    # of the SDKs are recorded and refused there: actually importing them costs ~1 s each.
-    script = textwrap.dedent(
-        """
-        import asyncio, json, os, sys
-        from temporal_executor.schemas.config import LlmSettings, ProviderSettings
-        from temporal_executor.schemas.conversation import ChatMessage
-        from temporal_executor.schemas.requests import ModelSelection
-        from temporal_executor.schemas.task import LlmCallInput
-        from temporal_executor.worker.llm.registry import ProviderRegistry
+    providers = [
+        {"name": "scripted", "kind": "scripted"},
+        {"name": "claude", "kind": "anthropic", "api_key_env": "TE_KEY"},
+        {"name": "gpt", "kind": "openai", "api_key_env": "TE_KEY"},
+    ]
+    seen = sdks_imported_by(providers, env={"TE_KEY": "key"}, refused=("anthropic", "openai"))
 
-        attempted = set()
-
-        class RefuseSdks:
-            def find_spec(self, name, path=None, target=None):
-                if name.partition(".")[0] in ("anthropic", "openai"):
-                    attempted.add(name.partition(".")[0])
-                    raise ModuleNotFoundError(name)
-                return None
-
-        sys.meta_path.insert(0, RefuseSdks())
-        os.environ["TE_KEY"] = "key"
-        registry = ProviderRegistry(LlmSettings(providers=[
-            ProviderSettings(name="scripted", kind="scripted"),
-            ProviderSettings(name="claude", kind="anthropic", api_key_env="TE_KEY"),
-            ProviderSettings(name="gpt", kind="openai", api_key_env="TE_KEY"),
-        ]))
-        call = LlmCallInput(
-            task_id="t", selection=ModelSelection(provider="scripted", model="echo"),
-            messages=[ChatMessage(role="user", content="hi")],
-        )
-        seen = {}
-        asyncio.run(registry.get("scripted").complete(call))
-        seen["scripted"] = sorted(attempted)
-        for name in ("claude", "gpt"):
-            try:
-                registry.get(name)
-            except ModuleNotFoundError:
-                pass
-            seen[name] = sorted(attempted)
-        print(json.dumps(seen))
-        """
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
-    )
-
-    assert json.loads(done.stdout) == {
+    assert seen == {
+        "start": [],
         "scripted": [],
         "claude": ["anthropic"],
         "gpt": ["anthropic", "openai"],

@@ -33,7 +33,7 @@ from tests.fakes.llm_servers import (
     text,
     tool_calls,
 )
-from tests.test_llm_providers import CALCULATOR, SAVE_NOTE, call_input
+from tests.llm_wire import CALCULATOR, SAVE_NOTE, call_input
 
 KEY_ENV = "TE_TEST_STREAM_KEY"
 KINDS = ["anthropic", "openai", "azure_openai", "vertex_anthropic", "vertex_gemini"]
@@ -333,7 +333,7 @@ async def test_an_error_event_mid_stream_is_worth_another_attempt(wire: Wire) ->
         pytest.skip("Gemini ends a failing stream with an HTTP error, not an event")
     started: list[bytes]
     if wire.kind in ("anthropic", "vertex_anthropic"):
-        message = {
+        message: dict[str, Any] = {
             "id": "msg_1",
             "type": "message",
             "role": "assistant",

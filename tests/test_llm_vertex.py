@@ -6,12 +6,8 @@ from __future__ import annotations
 
 import json
 import socket
-import subprocess
-import sys
-import textwrap
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -52,13 +48,19 @@ from tests.fakes.llm_servers import (
     tool_calls,
     unauthorized,
 )
-from tests.harness import ServiceHarness, new_task_id, service_settings, types
-from tests.test_llm_providers import (
+from tests.harness import ONE_TOOL_CALL, ServiceHarness, new_task_id, service_settings, types
+from tests.llm_wire import (
     CALCULATOR,
     SAVE_NOTE,
+    Wire,
     assistant_turn,
     call_input,
+    check_http_error,
+    check_parallel_tool_calls_round_trip,
+    check_text_reply,
+    check_tool_call_round_trip,
     post,
+    sdks_imported_by,
     tool_result,
     user,
 )
@@ -117,14 +119,6 @@ def make_provider(settings: ProviderSettings) -> VertexProvider:
     return GeminiProvider(settings)
 
 
-@dataclass
-class Wire:
-    kind: str
-    server: VertexServer
-    provider: VertexProvider
-    model: str
-
-
 @pytest.fixture(params=KINDS)
 async def wire(
     request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
@@ -159,14 +153,8 @@ async def closing(provider: VertexProvider, call: Any) -> Any:
 
 
 async def test_text_reply(wire: Wire) -> None:
-    wire.server.enqueue(text("42, of course.", input_tokens=17, output_tokens=4))
+    await check_text_reply(wire)
 
-    result = await wire.provider.complete(call_input(model=wire.model))
-
-    assert result.message.content == "42, of course."
-    assert result.message.tool_calls == []
-    assert (result.usage.input_tokens, result.usage.output_tokens) == (17, 4)
-    assert (result.provider, result.model) == (f"my-{wire.kind}", wire.model)
     request = wire.server.last_request
     assert request.header("authorization") == f"Bearer {wire.server.access_token}"
     assert f"/projects/test-project/locations/{wire.server.region}/publishers/" in request.path
@@ -177,46 +165,11 @@ async def test_text_reply(wire: Wire) -> None:
 
 
 async def test_tool_call_round_trip(wire: Wire) -> None:
-    wire.server.enqueue(
-        tool_calls(("calculator", {"expression": "6 * 7"}), text="Let me compute."),
-        text("It is 42."),
-    )
-    first = call_input(
-        user("What is 6 * 7?"), model=wire.model, tools=[CALCULATOR], system_prompt="Be brief."
-    )
-
-    asked = await wire.provider.complete(first)
-    [call] = asked.message.tool_calls
-    answered = await wire.provider.complete(
-        first.model_copy(
-            update={"messages": [*first.messages, assistant_turn(asked), tool_result(call, "42")]}
-        )
-    )
-
-    assert asked.message.content == "Let me compute."
-    assert (call.name, call.arguments) == ("calculator", {"expression": "6 * 7"})
-    assert call.id
-    assert answered.message.content == "It is 42."
-    assert wire.server.pending == 0
+    await check_tool_call_round_trip(wire, system_prompt="Be brief.")
 
 
 async def test_parallel_tool_calls_round_trip(wire: Wire) -> None:
-    wire.server.enqueue(
-        tool_calls(("calculator", {"expression": "6 * 7"}), ("save_note", {"text": "hi"})),
-        text("Done."),
-    )
-    first = call_input(model=wire.model, tools=[CALCULATOR, SAVE_NOTE])
-
-    asked = await wire.provider.complete(first)
-    results = [tool_result(c, f"result of {c.name}") for c in asked.message.tool_calls]
-    answered = await wire.provider.complete(
-        first.model_copy(update={"messages": [*first.messages, assistant_turn(asked), *results]})
-    )
-
-    assert [c.name for c in asked.message.tool_calls] == ["calculator", "save_note"]
-    assert len({c.id for c in asked.message.tool_calls}) == 2
-    # The fakes refuse results that do not answer every call of the previous turn.
-    assert answered.message.content == "Done."
+    await check_parallel_tool_calls_round_trip(wire)
 
 
 @pytest.mark.parametrize(
@@ -237,18 +190,7 @@ async def test_parallel_tool_calls_round_trip(wire: Wire) -> None:
 async def test_http_errors_map_to_one_error_model(
     wire: Wire, reply: ErrorReply, error: type[LlmError], retry_after: float | None
 ) -> None:
-    wire.server.enqueue(reply, text("never reached"))
-
-    with pytest.raises(LlmError) as raised:
-        await wire.provider.complete(call_input(model=wire.model))
-
-    assert type(raised.value) is error
-    assert raised.value.retryable is (error in (RateLimited, ProviderUnavailable))
-    assert raised.value.retry_after == retry_after
-    assert f"my-{wire.kind}" in str(raised.value)
-    assert f"HTTP {reply.status}" in str(raised.value)
-    # Exactly one attempt: Temporal, not the SDK, retries.
-    assert len(wire.server.requests) == 1
+    await check_http_error(wire, reply, error, retry_after)
 
 
 async def test_rate_limited_then_answered(wire: Wire) -> None:
@@ -775,47 +717,16 @@ def post_gemini(server: FakeGeminiServer, model: str, body: dict[str, Any]) -> t
 
 
 def test_google_genai_is_imported_only_when_gemini_is_used() -> None:
-    # A fresh interpreter; imports of the SDKs are recorded and refused there (actually
-    # importing them costs seconds).
-    script = textwrap.dedent(
-        """
-        import json, os, sys
-        from temporal_executor.schemas.config import LlmSettings, ProviderSettings
-        from temporal_executor.worker.llm.registry import ProviderRegistry
-
-        attempted = set()
-
-        class RefuseSdks:
-            def find_spec(self, name, path=None, target=None):
-                for sdk in ("anthropic", "google.genai"):
-                    if name == sdk or name.startswith(sdk + "."):
-                        attempted.add(sdk)
-                        raise ModuleNotFoundError(name)
-                return None
-
-        sys.meta_path.insert(0, RefuseSdks())
-        os.environ["TE_TOKEN"] = "token"
-        registry = ProviderRegistry(LlmSettings(providers=[
-            ProviderSettings(name="claude", kind="vertex_anthropic", project="p", region="r",
-                             access_token_env="TE_TOKEN"),
-            ProviderSettings(name="gemini", kind="vertex_gemini", project="p", region="r",
-                             access_token_env="TE_TOKEN"),
-        ]))
-        seen = {"start": sorted(attempted)}
-        for name in ("claude", "gemini"):
-            try:
-                registry.get(name)
-            except ModuleNotFoundError:
-                pass
-            seen[name] = sorted(attempted)
-        print(json.dumps(seen))
-        """
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
+    vertex = {"project": "p", "region": "r", "access_token_env": "TE_TOKEN"}
+    providers = [
+        {"name": "claude", "kind": "vertex_anthropic", **vertex},
+        {"name": "gemini", "kind": "vertex_gemini", **vertex},
+    ]
+    seen = sdks_imported_by(
+        providers, env={"TE_TOKEN": "token"}, refused=("anthropic", "google.genai")
     )
 
-    assert json.loads(done.stdout) == {
+    assert seen == {
         "start": [],
         "claude": ["anthropic"],
         "gemini": ["anthropic", "google.genai"],
@@ -872,13 +783,7 @@ async def test_a_task_on_gemini_waits_out_a_rate_limit(
     )
     events = await service.watchers["nats"].wait_for_end(task_id)
 
-    assert types(events) == [
-        EventType.EXECUTION_STARTED,
-        EventType.LLM_RESPONDED,
-        EventType.TOOL_COMPLETED,
-        EventType.LLM_RESPONDED,
-        EventType.EXECUTION_COMPLETED,
-    ]
+    assert types(events) == ONE_TOOL_CALL
     responded = [e.data for e in events if e.type == EventType.LLM_RESPONDED]
     assert all(isinstance(d, dict) and d["provider"] == "gemini" for d in responded)
     assert isinstance(events[-1].data, dict)

@@ -32,16 +32,19 @@ from temporal_executor.schemas.event_types import TERMINAL_TYPES, EventType, wor
 from temporal_executor.schemas.task import BusName
 from temporal_executor.tasks.service import TaskService
 from temporal_executor.worker.service import run_worker
-from tests.harness import BUSES, BusWatcher, ServiceHarness, new_task_id, service_settings, types
+from tests.harness import (
+    BUSES,
+    BusWatcher,
+    ServiceHarness,
+    data,
+    new_task_id,
+    service_settings,
+    types,
+)
 
 pytestmark = pytest.mark.parametrize("bus", BUSES)
 
 ALLOWED_APPROVER = "alice"
-
-
-def data(event: CloudEvent) -> dict[str, Any]:
-    assert isinstance(event.data, dict)
-    return event.data
 
 
 class ScriptedFaultRouter(Router):

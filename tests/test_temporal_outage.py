@@ -12,7 +12,6 @@ import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pytest
 from temporalio.client import Client, WorkflowExecutionStatus
@@ -27,7 +26,15 @@ from temporal_executor.schemas.config import ContentMode, Settings
 from temporal_executor.schemas.event_types import TERMINAL_TYPES, EventType, workflow_id_for
 from temporal_executor.schemas.task import BusName
 from temporal_executor.tasks.temporal_connection import connect_temporal
-from tests.harness import BUSES, BusWatcher, ServiceHarness, new_task_id, service_settings, types
+from tests.harness import (
+    BUSES,
+    BusWatcher,
+    ServiceHarness,
+    data,
+    new_task_id,
+    service_settings,
+    types,
+)
 
 REQUESTS_PER_BUS = 3
 # Long enough for the bridge to fail against the stopped Temporal many times over (its
@@ -37,11 +44,6 @@ OUTAGE_SECONDS = 3.0
 # A bridge told to stop must not wait for the outage to end (a deploy, a scale-down).
 STOP_SECONDS = 5.0
 MODES: tuple[ContentMode, ...] = ("binary", "structured")
-
-
-def data(event: CloudEvent) -> dict[str, Any]:
-    assert isinstance(event.data, dict)
-    return event.data
 
 
 class Bridge:

@@ -23,7 +23,7 @@ from temporal_executor.schemas.cloudevent import CloudEvent
 from temporal_executor.schemas.config import ScriptedTurn, ToolSettings
 from temporal_executor.schemas.event_types import TERMINAL_TYPES, EventType, workflow_id_for
 from temporal_executor.worker.errors import ToolError
-from tests.harness import ServiceHarness, new_task_id, service_settings, types
+from tests.harness import ONE_TOOL_CALL, ServiceHarness, data, new_task_id, service_settings, types
 
 TOOL_TIMEOUT_SECONDS = 1.0
 TOOL_MAX_ATTEMPTS = 2
@@ -111,11 +111,6 @@ async def tool_service(
     await harness.stop()
 
 
-def data(event: CloudEvent) -> dict[str, Any]:
-    assert isinstance(event.data, dict)
-    return event.data
-
-
 async def _run(service: ServiceHarness, model: str) -> tuple[str, list[CloudEvent]]:
     task_id = new_task_id(model)
     await service.producers["nats"].request(task_id, model, user_message=task_id)
@@ -124,13 +119,7 @@ async def _run(service: ServiceHarness, model: str) -> tuple[str, list[CloudEven
 
 def _tool_reported(events: list[CloudEvent]) -> tuple[dict[str, Any], str]:
     """The tool's event, and the model's final answer (which quotes what it was told)."""
-    assert types(events) == [
-        EventType.EXECUTION_STARTED,
-        EventType.LLM_RESPONDED,
-        EventType.TOOL_COMPLETED,
-        EventType.LLM_RESPONDED,
-        EventType.EXECUTION_COMPLETED,
-    ]
+    assert types(events) == ONE_TOOL_CALL
     return data(events[2]), data(events[-1])["final_message"]
 
 

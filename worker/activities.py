@@ -153,7 +153,7 @@ class AgentActivities(AgentActivityDeclarations):
     async def run_tool(self, call: ToolCallInput) -> ToolCallResult:
         tool = self._tools.get(call.tool_call.name)
         if tool is None:
-            msg = f"the model called tool {call.tool_call.name!r}, which this task does not offer"
+            msg = f"tool {call.tool_call.name!r} is not available on this worker"
             raise ApplicationError(msg, type="unknown_tool", non_retryable=True)
         try:
             value: Any = await _heartbeating(tool(call.tool_call.arguments))

@@ -166,15 +166,8 @@ class KafkaTransport(BaseTransport[KafkaDelivery]):
     def _encode(self, event: CloudEvent) -> EncodedMessage:
         return encode_kafka(event, self._settings.content_mode)
 
-    async def _send(
-        self,
-        destination: str,
-        key: bytes | None,
-        value: bytes,
-        headers: list[tuple[str, bytes]],
-        *,
-        confirm: bool,
-    ) -> None:
+    async def _send(self, destination: str, message: EncodedMessage, *, confirm: bool) -> None:
+        key, value, headers = message.key, message.value, message.headers
         if self._producer is None:
             msg = "KafkaTransport.start() was not called (or close() was)"
             raise TransportError(msg)

@@ -177,17 +177,9 @@ class NatsTransport(BaseTransport[NatsDelivery]):
     def _encode(self, event: CloudEvent) -> EncodedMessage:
         return encode_nats(event, self._settings.content_mode)
 
-    async def _send(
-        self,
-        destination: str,
-        key: bytes | None,
-        value: bytes,
-        headers: list[tuple[str, bytes]],
-        *,
-        confirm: bool,
-    ) -> None:
-        """`key` is ignored: NATS messages have none (the subject carries the task id)."""
-        header_map = _header_map(headers)
+    async def _send(self, destination: str, message: EncodedMessage, *, confirm: bool) -> None:
+        # The key is ignored: NATS messages have none (the subject carries the task id).
+        value, header_map = message.value, _header_map(message.headers)
         try:
             if confirm:
                 await self._jetstream().publish(destination, value, headers=header_map)
