@@ -154,11 +154,11 @@ async def bridge_only(
     await harness.stop()
 
 
+@pytest.mark.parametrize("bus", BUSES)
 async def test_worker_killed_mid_stream_the_turn_restreams_as_a_new_attempt(
-    bridge_only: tuple[ServiceHarness, Path],
+    bridge_only: tuple[ServiceHarness, Path], bus: BusName
 ) -> None:
     harness, config = bridge_only
-    bus: BusName = "nats"
     worker = ServiceProcess("worker", config)
     await worker.start()
     task_id = new_task_id("stream-crash")
