@@ -364,3 +364,17 @@ async def test_an_error_event_mid_stream_is_worth_another_attempt(wire: Wire) ->
 
     with pytest.raises(ProviderUnavailable):
         await wire.provider.complete(call_input(model=wire.model), Recorder())
+
+
+async def test_a_stuck_bus_does_not_hold_the_turn_back() -> None:
+    stuck = asyncio.Event()
+
+    async def emit(batch: list[Fragment]) -> None:
+        await stuck.wait()  # never set: a bus that takes nothing
+
+    batcher = DeltaBatcher(emit, 0)
+    batcher.close_timeout_seconds = 0.01
+    async with asyncio.timeout(10), batcher as sink:
+        sink.text("lost")
+    # Leaving returned: the fragment is dropped, the result goes on.
+    assert batcher.fragments == 1

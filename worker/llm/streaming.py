@@ -48,9 +48,9 @@ class DeltaBatcher:
     """A `DeltaSink` that emits coalesced fragments from a task of its own.
 
     Use as `async with DeltaBatcher(emit, interval) as sink:`; leaving emits what is left
-    and waits for the last batch. `emit` runs one batch at a time, in order; its errors are
-    logged and the batch dropped (deltas are best effort). `on_fragment` is called for each
-    fragment as it arrives (the activity heartbeats there).
+    and waits (up to `close_timeout_seconds`) for the last batch. `emit` runs one batch at a
+    time, in order; its errors are logged and the batch dropped (deltas are best effort).
+    `on_fragment` is called for each fragment as it arrives (the activity heartbeats there).
     """
 
     def __init__(
@@ -69,6 +69,8 @@ class DeltaBatcher:
         self._last_emit = -float("inf")
         self._task: asyncio.Task[None] | None = None
         self.fragments = 0
+        # How long leaving waits for the last batch to go out.
+        self.close_timeout_seconds = 2.0
 
     async def __aenter__(self) -> "DeltaBatcher":
         self._task = asyncio.create_task(self._run(), name="delta-batcher")
@@ -77,12 +79,20 @@ class DeltaBatcher:
     async def __aexit__(self, *exc_info: object) -> None:
         self._closing = True
         self._wake.set()
-        if self._task is not None:
-            if exc_info[0] is not None and not isinstance(exc_info[1], Exception):
-                # Cancelled: the attempt is over, its last fragments do not matter.
-                self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        task = self._task
+        if task is None:
+            return
+        if exc_info[0] is not None and not isinstance(exc_info[1], Exception):
+            # Cancelled: the attempt is over, its last fragments do not matter.
+            task.cancel()
+        # Best effort: a bus that does not take the last fragments soon does not hold the
+        # turn's result back.
+        await asyncio.wait({task}, timeout=self.close_timeout_seconds)
+        if not task.done():
+            log.warning("dropped the last streamed fragments: the bus is slow or down")
+            task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
     def text(self, fragment: str) -> None:
         if not fragment:
