@@ -36,7 +36,8 @@ WAIT_TIMEOUT = 1800.0
 
 
 async def connect(address: str, namespace: str = "default") -> Client:
-    return await connect_temporal(TemporalSettings(host_port=address, namespace=namespace))
+    temporal = TemporalSettings(host_port=address, namespace=namespace)
+    return await connect_temporal(Settings(temporal=temporal))
 
 
 def request_data(task_id: str, model: str = "one-turn") -> dict[str, Any]:

@@ -10,7 +10,7 @@ import base64
 import binascii
 import json
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 from urllib.parse import quote, unquote_to_bytes
 
@@ -24,12 +24,21 @@ from temporal_executor.schemas.cloudevent import (
     JSON_MEDIA_TYPE,
     STRUCTURED_MEDIA_TYPE,
     CloudEvent,
+    is_media_type,
 )
 
 SPECVERSION = "1.0"
 REQUIRED = ("id", "source", "type", "specversion")
 OPTIONAL = ("datacontenttype", "dataschema", "subject", "time")
 _EXTENSION_NAME = re.compile(r"^[a-z0-9]+$")
+# RFC 3339 section 5.6 `date-time`; `T` and `Z` may be lower case (its note), seconds are
+# required, fractions of any length, the offset is `Z` or `±hh:mm`. Ranges are checked by
+# `datetime`, except the leap second `:60`.
+_RFC3339 = re.compile(
+    r"(?P<date>[0-9]{4}-[0-9]{2}-[0-9]{2})[Tt]"
+    r"(?P<hour>[0-9]{2}):(?P<minute>[0-9]{2}):(?P<second>[0-9]{2})(?:\.(?P<fraction>[0-9]+))?"
+    r"(?:(?P<utc>[Zz])|(?P<sign>[+-])(?P<offset_hour>[0-9]{2}):(?P<offset_minute>[0-9]{2}))"
+)
 _JSON_MEDIA_TYPE = re.compile(r"^(application|text)/([a-z0-9.+-]+\+)?json$")
 # Percent-encoding of header values (NATS binding 3.1.3.2, same rule as HTTP): space, `"`,
 # `%` and everything outside printable ASCII is encoded; `quote` always encodes the rest.
@@ -234,6 +243,9 @@ def to_model(attributes: dict[str, Any], data: Any) -> CloudEvent:
             msg = f"attribute {name!r} is not a non-empty string"
             raise invalid(msg)
     content_type: str | None = attributes.get("datacontenttype")
+    if content_type is not None and not is_media_type(content_type):
+        msg = f"datacontenttype {content_type!r} is not an RFC 2046 media type"
+        raise invalid(msg)
     try:
         return CloudEvent(
             id=attributes["id"],
@@ -254,16 +266,43 @@ def to_model(attributes: dict[str, Any], data: Any) -> CloudEvent:
 def _time(value: object) -> datetime | None:
     if value is None:
         return None
-    if isinstance(value, str):
-        try:
-            value = datetime.fromisoformat(value)
-        except ValueError as exc:
-            msg = f"time {value!r} is not RFC 3339"
-            raise invalid(msg) from exc
-    if not isinstance(value, datetime) or value.tzinfo is None:
-        msg = f"time {value!r} is not RFC 3339 with a UTC offset"
+    if not isinstance(value, str):
+        msg = f"time {value!r} is a {type(value).__name__}, not an RFC 3339 string"
         raise invalid(msg)
-    return value.astimezone(UTC)
+    try:
+        return parse_rfc3339(value)
+    except ValueError as exc:
+        msg = f"time {value!r} is not an RFC 3339 date-time: {exc}"
+        raise invalid(msg) from exc
+
+
+def parse_rfc3339(text: str) -> datetime:
+    """An RFC 3339 `date-time` in UTC; `ValueError` says what is wrong with anything else.
+
+    Python keeps microseconds, so longer fractions are cut; a leap second (`23:59:60`) is
+    the first instant of the next minute, as POSIX clocks count it.
+    """
+    match = _RFC3339.fullmatch(text)
+    if match is None:
+        msg = "expected YYYY-MM-DDThh:mm:ss[.fraction] then Z or +hh:mm / -hh:mm"
+        raise ValueError(msg)
+    offset = timedelta(0)
+    if match["sign"] is not None:
+        hours, minutes = int(match["offset_hour"]), int(match["offset_minute"])
+        if hours > 23 or minutes > 59:
+            msg = f"offset {match['offset_hour']}:{match['offset_minute']} is out of range"
+            raise ValueError(msg)
+        offset = timedelta(hours=hours, minutes=minutes) * (-1 if match["sign"] == "-" else 1)
+    second = int(match["second"])
+    leap = second == 60
+    parsed = datetime.fromisoformat(match["date"]).replace(
+        hour=int(match["hour"]),
+        minute=int(match["minute"]),
+        second=59 if leap else second,
+        microsecond=int((match["fraction"] or "0")[:6].ljust(6, "0")),
+        tzinfo=timezone(offset),
+    )
+    return (parsed + timedelta(seconds=1 if leap else 0)).astimezone(UTC)
 
 
 def _data(data: Any, content_type: str | None) -> Any:

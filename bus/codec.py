@@ -83,19 +83,37 @@ def encode_kafka(event: CloudEvent, mode: ContentMode) -> EncodedMessage:
 def decode_kafka(message: InboundMessage) -> CloudEvent:
     headers = _lowered(message.headers)
     content_type = _text(headers.get(CONTENT_TYPE))
-    wire = kafka.KafkaMessage(headers=headers, key=message.key, value=message.value)
     structured = is_structured_media_type(content_type) or not _has_prefix(headers, KAFKA_PREFIX)
     try:
-        if structured:
-            check_structured_format(content_type)
-            event = kafka.from_structured(wire, _FORMAT, WireEvent)
-        else:
-            event = kafka.from_binary(wire, _FORMAT, WireEvent)
+        if not structured:
+            return to_model(_kafka_binary_attributes(headers, message.key), message.value or None)
+        check_structured_format(content_type)
+        wire = kafka.KafkaMessage(headers=headers, key=message.key, value=message.value)
+        event = kafka.from_structured(wire, _FORMAT, WireEvent)
         return to_model(event.get_attributes(), event.get_data())
     except DeadLetter:
         raise
     except _DECODE_ERRORS as exc:
         raise _unreadable(structured, exc) from exc
+
+
+def _kafka_binary_attributes(headers: dict[str, bytes], key: bytes | None) -> dict[str, Any]:
+    """The Kafka binding's binary mode, read as the text it is.
+
+    The library's `from_binary` parses `ce_time` leniently (`2018-04-05T17:31Z` passes), so
+    the attributes are read here and `to_model` alone judges them.
+    """
+    attributes: dict[str, Any] = {
+        name[len(KAFKA_PREFIX) :]: value.decode("utf-8")
+        for name, value in headers.items()
+        if name.startswith(KAFKA_PREFIX)
+    }
+    content_type = headers.get(CONTENT_TYPE)
+    if content_type is not None:
+        attributes["datacontenttype"] = content_type.decode("utf-8")
+    if key is not None:
+        attributes[PARTITIONKEY_EXTENSION] = key.decode("utf-8")
+    return attributes
 
 
 def encode_nats(event: CloudEvent, mode: ContentMode) -> EncodedMessage:

@@ -160,6 +160,9 @@ class ExecutorSettings(StrictModel):
     approve_on_timeout: bool = False
     llm_timeout_seconds: float = Field(default=120, gt=0)
     llm_max_attempts: int = Field(default=5, ge=1)
+    # An LLM call heartbeats while it waits for the model: a worker that dies mid-call is
+    # noticed after this long (not llm_timeout_seconds) and the call retried elsewhere.
+    llm_heartbeat_timeout_seconds: float = Field(default=10, ge=1)
     tool_timeout_seconds: float = Field(default=60, gt=0)
     tool_max_attempts: int = Field(default=3, ge=1)
     publish_timeout_seconds: float = Field(default=15, gt=0)
@@ -198,6 +201,12 @@ class ExecutorSettings(StrictModel):
         description="At most one delta event per fragment kind this often, so a fast model "
         "does not become thousands of messages; the first fragment of a call goes out at once.",
     )
+
+
+class WorkerSettings(StrictModel):
+    # On SIGTERM the worker stops polling and gives running activities this long to finish;
+    # then it cancels them and reports them failed, so Temporal retries them elsewhere at once.
+    graceful_shutdown_seconds: float = Field(default=10, ge=0)
 
 
 ProviderKind = Literal[
@@ -415,6 +424,41 @@ def _unique_mcp_names(servers: list[McpServerSettings]) -> list[McpServerSetting
     return servers
 
 
+class LocalPayloadStore(StrictModel):
+    # Every process of the deployment must see the same directory (one host, or a shared
+    # volume); relative to the working directory.
+    directory: str = ".temporal-executor/payloads"
+
+
+class S3PayloadStore(StrictModel):
+    bucket: str = ""  # must exist already
+    # Prepended to every object key; objects already stored keep the key they were stored at.
+    prefix: str = ""
+    # An S3-compatible endpoint (MinIO, Ceph, moto…); unset: AWS. Credentials come from the
+    # usual AWS variables and files (AWS_ACCESS_KEY_ID, AWS_PROFILE, roles, …).
+    endpoint_url: str | None = None
+    region: str | None = None
+
+
+class PayloadStorageSettings(StrictModel):
+    """Temporal's External Storage: payloads of at least `threshold_bytes` (a conversation
+    sent to the LLM, a long tool result, a continue-as-new input) go to the store, and
+    history keeps a reference. Every process (worker, bridge, gateway, CLI) must use the
+    same store; encryption, when configured, happens before a payload leaves the process."""
+
+    store: Literal["none", "local", "s3"] = "none"
+    threshold_bytes: int = Field(default=256 * 1024, ge=0, le=2 * 1024 * 1024)
+    local: LocalPayloadStore = Field(default_factory=LocalPayloadStore)
+    s3: S3PayloadStore = Field(default_factory=S3PayloadStore)
+
+    @model_validator(mode="after")
+    def _s3_has_a_bucket(self) -> "PayloadStorageSettings":
+        if self.store == "s3" and not self.s3.bucket:
+            msg = "payload_storage.s3.bucket is required when payload_storage.store is s3"
+            raise ValueError(msg)
+        return self
+
+
 class LoggingSettings(StrictModel):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     format: Literal["json", "text"] = "json"
@@ -426,6 +470,8 @@ class Settings(StrictModel):
     bridge: BridgeSettings = Field(default_factory=BridgeSettings)
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
     executor: ExecutorSettings = Field(default_factory=ExecutorSettings)
+    worker: WorkerSettings = Field(default_factory=WorkerSettings)
+    payload_storage: PayloadStorageSettings = Field(default_factory=PayloadStorageSettings)
     llm: LlmSettings = Field(default_factory=LlmSettings)
     tools: list[ToolSettings] = Field(default_factory=_default_tools)
     mcp_servers: Annotated[list[McpServerSettings], AfterValidator(_unique_mcp_names)] = Field(

@@ -150,6 +150,8 @@ class TaskPlan(BaseModel):
     max_iterations: int
     llm_timeout_seconds: float
     llm_max_attempts: int
+    # Absent from plans of tasks started before LLM calls heartbeat.
+    llm_heartbeat_timeout_seconds: float = 10
     tool_timeout_seconds: float
     # Tools whose activity has a start-to-close of its own (a tool's `timeout_seconds`; an
     # MCP server's, plus the wait for its connection); the others get tool_timeout_seconds.

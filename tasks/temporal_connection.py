@@ -1,26 +1,40 @@
 """Connecting to Temporal, the same way for the bridge, the worker and the CLI."""
 
 import asyncio
+import dataclasses
 import logging
 import os
 
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.converter import DataConverter
 
-from temporal_executor.schemas.config import Settings, TemporalSettings
+from temporal_executor.schemas.config import Settings
+from temporal_executor.tasks.payload_storage import external_storage
 
 log = logging.getLogger(__name__)
 
 
-async def connect_temporal(settings: TemporalSettings) -> Client:
-    api_key = os.environ.get(settings.api_key_env) if settings.api_key_env else None
-    return await Client.connect(
-        settings.host_port,
-        namespace=settings.namespace,
-        api_key=api_key,
-        tls=settings.tls or bool(api_key),
+def data_converter(settings: Settings) -> DataConverter:
+    """How every process of the project turns values into Temporal payloads and back: the
+    one place to extend (a payload codec goes in `payload_codec`; the SDK runs it before
+    External Storage, so a payload is encoded before it leaves the process)."""
+    return dataclasses.replace(
         # Every payload is a pydantic model from `schemas`.
-        data_converter=pydantic_data_converter,
+        pydantic_data_converter,
+        external_storage=external_storage(settings.payload_storage),
+    )
+
+
+async def connect_temporal(settings: Settings) -> Client:
+    temporal = settings.temporal
+    api_key = os.environ.get(temporal.api_key_env) if temporal.api_key_env else None
+    return await Client.connect(
+        temporal.host_port,
+        namespace=temporal.namespace,
+        api_key=api_key,
+        tls=temporal.tls or bool(api_key),
+        data_converter=data_converter(settings),
     )
 
 
@@ -29,7 +43,7 @@ async def connect_with_retry(settings: Settings, stop: asyncio.Event) -> Client 
     delay = settings.bridge.retry_initial_seconds
     while not stop.is_set():
         try:
-            return await connect_temporal(settings.temporal)
+            return await connect_temporal(settings)
         except RuntimeError as exc:  # the SDK's connection failure
             log.warning(
                 "Temporal unreachable; retrying",

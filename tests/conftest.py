@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 from temporalio.client import Client
@@ -59,3 +59,28 @@ async def service(
     await harness.start()
     yield harness
     await harness.stop()
+
+
+# -- An S3-compatible server (moto's) for External Storage ----------------------------
+
+S3_BUCKET = "temporal-executor-tests"
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """moto's S3 on a free port, with a bucket `S3_BUCKET`; AWS variables point at it, so
+    this process and the worker processes it starts find credentials the usual way."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("AWS_ACCESS_KEY_ID", "test-key")
+        env.setenv("AWS_SECRET_ACCESS_KEY", "test-secret")
+        env.setenv("AWS_DEFAULT_REGION", "us-east-1")
+        boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket=S3_BUCKET)
+        yield endpoint
+    server.stop()

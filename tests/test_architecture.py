@@ -29,7 +29,8 @@ ALLOWED: dict[str, frozenset[str]] = {
     "schemas": frozenset(),
     "bus": frozenset({"schemas"}),
     # The Temporal connection helpers stand beside the bus: the worker uses them too.
-    "tasks.temporal_connection": frozenset({"schemas"}),
+    "tasks.temporal_connection": frozenset({"schemas", "tasks.payload_storage"}),
+    "tasks.payload_storage": frozenset({"schemas"}),
     "tasks": frozenset({"schemas", "bus"}),
     "bridge": frozenset({"schemas", "bus", "tasks"}),
     "gateway": frozenset({"schemas", "bus", "tasks"}),

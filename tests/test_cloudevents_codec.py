@@ -347,3 +347,114 @@ def test_non_json_data_is_kept_as_text_or_bytes() -> None:
 
     assert decode_nats(message("héllo".encode(), headers)).data == "héllo"
     assert decode_nats(message(b"\xff\xfe", headers)).data == b"\xff\xfe"
+
+
+# -- RFC 3339 times and RFC 2046 media types (issue 12, point 6) -----------------------
+
+INVALID_TIMES = [
+    "2018-04-05T17:31Z",  # no seconds
+    "2018-04-05T17:31:00+01",  # offset with hours only
+    "2018-04-05T17:31:00",  # no offset
+    "2018-04-05 17:31:00Z",  # space for T
+    "2018-04-05T17:31:00.Z",  # empty fraction
+    "2018-02-30T00:00:00Z",  # no such day
+    "2018-04-05T17:31:00+24:00",
+    "20180405T173100Z",  # ISO 8601 basic format
+]
+VALID_TIMES = [
+    ("2018-04-05T17:31:00Z", datetime(2018, 4, 5, 17, 31, tzinfo=UTC)),
+    ("2018-04-05t17:31:00z", datetime(2018, 4, 5, 17, 31, tzinfo=UTC)),
+    ("2018-04-05T17:31:00.5+01:00", datetime(2018, 4, 5, 16, 31, 0, 500000, tzinfo=UTC)),
+    ("2018-04-05T17:31:00.123456789-02:30", datetime(2018, 4, 5, 20, 1, 0, 123456, tzinfo=UTC)),
+    ("2018-04-05T17:31:00-00:00", datetime(2018, 4, 5, 17, 31, tzinfo=UTC)),
+    ("2016-12-31T23:59:60Z", datetime(2017, 1, 1, tzinfo=UTC)),  # a leap second
+]
+INVALID_MEDIA_TYPES = [
+    "json",
+    "application/",
+    "application/json;",
+    "application/json; charset",
+    "application json",
+    "application/json/x",
+    "application/json ",
+    "appl(ication)/json",
+    "text/plain; a=b c",
+]
+VALID_MEDIA_TYPES = [
+    "application/json",
+    "application/json; charset=utf-8",
+    "Application/JSON;charset=UTF-8",
+    'application/json; profile="urn:x; y"',
+    "application/vnd.example.order+json",
+    "text/plain",
+]
+
+
+def envelope(decode: Decode, mode: ContentMode, **attributes: str) -> InboundMessage:
+    """A hand-written request in `mode` with `attributes` on top of the required ones."""
+    everything = {**VALID, **attributes}
+    if mode == "structured":
+        body = json.dumps({**everything, "data": {"a": 1}}).encode()
+        return message(body, {"content-type": "application/cloudevents+json"})
+    content_type = everything.pop("datacontenttype", None)
+    headers = binary_headers(decode, **everything)
+    if content_type is not None:
+        name = "content-type" if decode is decode_kafka else "ce-datacontenttype"
+        headers[name] = content_type
+    return message(b'{"a": 1}', headers)
+
+
+@pytest.mark.parametrize("decode", [decode_kafka, decode_nats], ids=["kafka", "nats"])
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("time", INVALID_TIMES)
+def test_time_that_is_not_rfc3339_is_a_dead_letter(
+    decode: Decode, mode: ContentMode, time: str
+) -> None:
+    with pytest.raises(DeadLetter) as exc:
+        decode(envelope(decode, mode, time=time))
+
+    assert_dead(exc, "RFC 3339", time)
+
+
+@pytest.mark.parametrize("decode", [decode_kafka, decode_nats], ids=["kafka", "nats"])
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize(("time", "instant"), VALID_TIMES)
+def test_every_rfc3339_time_is_accepted(
+    decode: Decode, mode: ContentMode, time: str, instant: datetime
+) -> None:
+    assert decode(envelope(decode, mode, time=time)).time == instant
+
+
+def test_structured_time_must_be_a_string() -> None:
+    body = json.dumps({**VALID, "time": 1522949460}).encode()
+
+    with pytest.raises(DeadLetter) as exc:
+        decode_nats(message(body))
+
+    assert_dead(exc, "int, not an RFC 3339 string")
+
+
+@pytest.mark.parametrize("decode", [decode_kafka, decode_nats], ids=["kafka", "nats"])
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("media", INVALID_MEDIA_TYPES)
+def test_datacontenttype_that_is_not_a_media_type_is_a_dead_letter(
+    decode: Decode, mode: ContentMode, media: str
+) -> None:
+    with pytest.raises(DeadLetter) as exc:
+        decode(envelope(decode, mode, datacontenttype=media))
+
+    assert_dead(exc, "RFC 2046 media type", repr(media))
+
+
+@pytest.mark.parametrize("decode", [decode_kafka, decode_nats], ids=["kafka", "nats"])
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("media", VALID_MEDIA_TYPES)
+def test_every_media_type_is_accepted(decode: Decode, mode: ContentMode, media: str) -> None:
+    event = decode(envelope(decode, mode, datacontenttype=media))
+
+    assert event.datacontenttype == media
+
+
+def test_the_model_refuses_a_datacontenttype_that_is_not_a_media_type() -> None:
+    with pytest.raises(ValueError, match="RFC 2046"):
+        CloudEvent(id="1", source="s", type="t", datacontenttype="json")

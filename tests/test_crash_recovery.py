@@ -1,15 +1,24 @@
 """Processes die; tasks do not. The bridge and the worker run as real processes here and
 are killed with SIGKILL mid-stream, then started again."""
 
-from collections.abc import AsyncIterator
+import asyncio
+import sys
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from temporalio.api.enums.v1 import TimeoutType
+from temporalio.api.failure.v1 import Failure
 from temporalio.client import Client
 
 from temporal_executor.dev.embedded_stack import EmbeddedStack
+from temporal_executor.schemas.cloudevent import CloudEvent
+from temporal_executor.schemas.config import ProviderSettings
 from temporal_executor.schemas.event_types import TERMINAL_TYPES, EventType, workflow_id_for
 from temporal_executor.schemas.task import BusName
+from tests.fakes.llm_servers import FakeOpenAIServer, RecordedRequest, Reply, text
 from tests.harness import (
     BUSES,
     ONE_APPROVED_TOOL_CALL,
@@ -109,3 +118,144 @@ async def test_worker_killed_mid_task_the_task_completes(
         assert await worker.terminate() == 0
     assert [e.type for e in events] == ONE_APPROVED_TOOL_CALL
     assert [int(e.extension("sequence") or 0) for e in events] == list(range(1, 8))
+
+
+# -- a worker lost during an LLM call (issue 12, point 2) ------------------------------
+
+SLOW_CALL_SECONDS = 3.0
+SLOW_PROVIDER = "slow-openai"
+SLOW_KEY_ENV = "SLOW_OPENAI_KEY"
+
+
+class SlowModel(FakeOpenAIServer):
+    """A model that takes SLOW_CALL_SECONDS to answer every call."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.called = threading.Event()
+        self.default = self._slowly
+
+    def _slowly(self, _: RecordedRequest) -> Reply:
+        self.called.set()
+        time.sleep(SLOW_CALL_SECONDS)
+        return text("done, slowly")
+
+
+@pytest.fixture
+def slow_llm(monkeypatch: pytest.MonkeyPatch) -> Iterator[SlowModel]:
+    with SlowModel() as server:
+        monkeypatch.setenv(SLOW_KEY_ENV, server.api_key)  # the worker processes inherit it
+        yield server
+
+
+async def _with_slow_provider(
+    bridge: tuple[ServiceHarness, Path], server: SlowModel, **worker: float
+) -> Path:
+    harness, config = bridge
+    harness.settings.llm.providers.append(
+        ProviderSettings(
+            name=SLOW_PROVIDER, kind="openai", api_key_env=SLOW_KEY_ENV, base_url=server.base_url
+        )
+    )
+    for name, value in worker.items():
+        setattr(harness.settings.worker, name, value)
+    return ServiceProcess.write_config(harness.settings, config)
+
+
+async def _request_slow_task(harness: ServiceHarness, server: SlowModel) -> str:
+    """Send a task to the slow model; return once the model is working on its call."""
+    task_id = new_task_id("slow")
+    model = {"provider": SLOW_PROVIDER, "model": "gpt-4o"}
+    data = {"task_id": task_id, "user_message": "take your time", "model_config": model}
+    await harness.producers["nats"].send(EventType.EXECUTION_REQUESTED, task_id, data)
+    assert await asyncio.to_thread(server.called.wait, 60)
+    return task_id
+
+
+async def _llm_retry_cause(harness: ServiceHarness, task_id: str) -> Failure:
+    """Why the task's LLM call needed a second attempt (from the attempt that completed)."""
+    history = await harness.client.get_workflow_handle(workflow_id_for(task_id)).fetch_history()
+    started = [
+        e.activity_task_started_event_attributes
+        for e in history.events
+        if e.HasField("activity_task_started_event_attributes")
+    ]
+    (second,) = [s for s in started if s.attempt == 2]
+    return second.last_failure
+
+
+async def _completes_once(harness: ServiceHarness, task_id: str) -> list[CloudEvent]:
+    events = await harness.watchers["nats"].wait_for_end(task_id, timeout=60)
+    assert [e.type for e in events] == [
+        EventType.EXECUTION_STARTED,
+        EventType.LLM_RESPONDED,
+        EventType.EXECUTION_COMPLETED,
+    ]
+    return events
+
+
+async def test_worker_killed_during_an_llm_call_is_noticed_by_its_heartbeat(
+    bridge_in_process: tuple[ServiceHarness, Path], slow_llm: SlowModel
+) -> None:
+    harness = bridge_in_process[0]
+    config = await _with_slow_provider(bridge_in_process, slow_llm)
+    first, second = ServiceProcess("worker", config), ServiceProcess("worker", config)
+    await first.start()
+    try:
+        task_id = await _request_slow_task(harness, slow_llm)
+        killed_at = time.monotonic()
+        await first.kill()
+        await second.start()
+        await _completes_once(harness, task_id)
+        sys.stderr.write(
+            f"\nSIGKILL mid LLM call -> completed in {time.monotonic() - killed_at:.1f} s\n"
+        )
+    finally:
+        assert await second.terminate() == 0
+    cause = await _llm_retry_cause(harness, task_id)
+    # Noticed by the heartbeat timeout, not after the LLM call's start-to-close timeout.
+    assert cause.timeout_failure_info.timeout_type == TimeoutType.TIMEOUT_TYPE_HEARTBEAT
+    assert len(slow_llm.requests) == 2
+
+
+async def test_sigterm_lets_a_running_llm_call_finish(
+    bridge_in_process: tuple[ServiceHarness, Path], slow_llm: SlowModel
+) -> None:
+    harness = bridge_in_process[0]
+    config = await _with_slow_provider(
+        bridge_in_process, slow_llm, graceful_shutdown_seconds=SLOW_CALL_SECONDS * 3
+    )
+    first, second = ServiceProcess("worker", config), ServiceProcess("worker", config)
+    await first.start()
+    try:
+        task_id = await _request_slow_task(harness, slow_llm)
+        assert await first.terminate() == 0  # after the call finished, within its grace
+        await second.start()
+        await _completes_once(harness, task_id)
+    finally:
+        assert await second.terminate() == 0
+    assert len(slow_llm.requests) == 1  # the call was not made again
+
+
+async def test_sigterm_hands_a_call_longer_than_the_grace_to_another_worker(
+    bridge_in_process: tuple[ServiceHarness, Path], slow_llm: SlowModel
+) -> None:
+    harness = bridge_in_process[0]
+    config = await _with_slow_provider(bridge_in_process, slow_llm, graceful_shutdown_seconds=0.5)
+    first, second = ServiceProcess("worker", config), ServiceProcess("worker", config)
+    await first.start()
+    try:
+        task_id = await _request_slow_task(harness, slow_llm)
+        stopped_at = time.monotonic()
+        assert await first.terminate() == 0
+        await second.start()
+        await _completes_once(harness, task_id)
+        sys.stderr.write(
+            f"\nSIGTERM mid LLM call -> completed in {time.monotonic() - stopped_at:.1f} s\n"
+        )
+    finally:
+        assert await second.terminate() == 0
+    cause = await _llm_retry_cause(harness, task_id)
+    # Failed by the stopping worker and retried at once, not left to a timeout.
+    assert cause.application_failure_info.type == "worker_shutdown", cause
+    assert len(slow_llm.requests) == 2

@@ -91,7 +91,7 @@ async def outage(embedded_stack: EmbeddedStack, tmp_path: Path) -> AsyncIterator
     # about 10 s before it raises; the bridge's client gives up at once instead, so that
     # within the outage the bridge's own handling of it (RetryLater: keep the message,
     # back off, retry) runs many times over.
-    worker_client = await connect_temporal(settings.temporal)
+    worker_client = await connect_temporal(settings)
     bridge_client = await Client.connect(
         settings.temporal.host_port,
         data_converter=pydantic_data_converter,

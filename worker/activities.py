@@ -39,7 +39,7 @@ from temporal_executor.worker.publisher import EventPublisher
 from temporal_executor.worker.tools.registry import ToolRegistry
 from temporal_executor.worker.truncation import truncate_text, truncate_value
 
-# How often run_tool heartbeats while a tool runs (the SDK throttles what it sends).
+# How often LLM and tool calls heartbeat while they run (the SDK throttles what it sends).
 HEARTBEAT_EVERY_SECONDS = 1.0
 
 
@@ -119,6 +119,7 @@ class AgentActivities(AgentActivityDeclarations):
             max_iterations=request.max_iterations or executor.max_iterations,
             llm_timeout_seconds=executor.llm_timeout_seconds,
             llm_max_attempts=executor.llm_max_attempts,
+            llm_heartbeat_timeout_seconds=executor.llm_heartbeat_timeout_seconds,
             tool_timeout_seconds=executor.tool_timeout_seconds,
             tool_timeouts=timeouts,
             tool_max_attempts=executor.tool_max_attempts,
@@ -139,7 +140,7 @@ class AgentActivities(AgentActivityDeclarations):
             provider = self._providers.get(call.selection.provider)
             # Streaming: fragments go out as `agent.llm.delta` events as they come.
             async with self._deltas.sink_for(call) as deltas:
-                result: LlmCallResult = await provider.complete(call, deltas)
+                result: LlmCallResult = await _heartbeating(provider.complete(call, deltas))
         except WorkerError as exc:
             raise to_application_error(exc) from exc
         content, truncated = truncate_text(result.message.content, self._executor.max_result_bytes)
@@ -182,9 +183,14 @@ class AgentActivities(AgentActivityDeclarations):
 
 
 async def _heartbeating(call: Awaitable[Any]) -> Any:
-    """Await a tool call, heartbeating meanwhile: a long call stays alive, and a worker
-    that dies mid-call is noticed after the heartbeat timeout, not the tool's timeout.
-    (The SDK sends at most one heartbeat per 80% of the heartbeat timeout.)"""
+    """Await an LLM or tool call, heartbeating meanwhile: a long call stays alive, and a
+    worker that dies mid-call is noticed after the heartbeat timeout, not the call's
+    timeout. (The SDK sends at most one heartbeat per 80% of the heartbeat timeout.)
+
+    A worker shutting down cancels the calls still running after its grace period; the
+    SDK would report them cancelled, which nobody asked for, so they fail retryably instead
+    and Temporal gives them to another worker at once.
+    """
 
     async def beat() -> None:
         while True:
@@ -194,6 +200,11 @@ async def _heartbeating(call: Awaitable[Any]) -> Any:
     beating = asyncio.create_task(beat())
     try:
         return await call
+    except asyncio.CancelledError:
+        if not activity.is_worker_shutdown():
+            raise
+        msg = "the worker shut down during the call; another worker retries it"
+        raise ApplicationError(msg, type="worker_shutdown") from None
     finally:
         beating.cancel()
 

@@ -58,7 +58,7 @@ def build_worker(client: Client, settings: Settings, activities: AgentActivities
             activities.publish_events,
         ],
         # In-flight activities get this long to finish on SIGTERM before they are cancelled.
-        graceful_shutdown_timeout=timedelta(seconds=10),
+        graceful_shutdown_timeout=timedelta(seconds=settings.worker.graceful_shutdown_seconds),
         # The sandbox still checks every workflow call for determinism; passing modules
         # through instead of re-importing them for each workflow run took ~8 ms off a
         # task's first workflow task (docs/performance.md). Workflow code keeps no state
@@ -70,7 +70,7 @@ def build_worker(client: Client, settings: Settings, activities: AgentActivities
 
 
 async def run_worker(settings: Settings, stop: asyncio.Event, client: Client | None = None) -> None:
-    client = client or await connect_temporal(settings.temporal)
+    client = client or await connect_temporal(settings)
     async with _mcp_servers(settings) as servers:
         activities, publisher, providers = build_activities(settings, servers)
         worker = build_worker(client, settings, activities)

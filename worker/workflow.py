@@ -70,6 +70,9 @@ BATCHED_PUBLISH_PATCH = "batched-publish"
 PARALLEL_TOOL_CALLS_PATCH = "parallel-tool-calls"
 # A worker that dies during a tool call is noticed this soon, whatever the tool's timeout.
 TOOL_HEARTBEAT_TIMEOUT = timedelta(seconds=15)
+# LLM calls heartbeat too, with the plan's heartbeat timeout: a worker that dies during one
+# is noticed in seconds, not after the LLM timeout. Older tasks' calls have none.
+LLM_HEARTBEAT_PATCH = "llm-heartbeat"
 
 
 class TaskFailed(Exception):
@@ -205,6 +208,11 @@ class AgentExecutionWorkflow:
         """
         plan = self._planned
         selections = [plan.selection, *plan.fallbacks]
+        heartbeat_timeout = (
+            timedelta(seconds=plan.llm_heartbeat_timeout_seconds)
+            if workflow.patched(LLM_HEARTBEAT_PATCH)
+            else None
+        )
         while True:
             position = len(plan.fallbacks) + 1 - len(selections)
             selection = selections.pop(0)
@@ -224,6 +232,7 @@ class AgentExecutionWorkflow:
                         route=self._task.route if plan.stream else None,
                     ),
                     start_to_close_timeout=timedelta(seconds=plan.llm_timeout_seconds),
+                    heartbeat_timeout=heartbeat_timeout,
                     retry_policy=RetryPolicy(maximum_attempts=plan.llm_max_attempts),
                 )
             except ActivityError as exc:
