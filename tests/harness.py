@@ -427,8 +427,10 @@ class DeltaWatcher:
         unique = {e.id: e for e in self._by_task.get(task_id, [])}
         return sorted(unique.values(), key=lambda e: (delta_of(e).attempt, delta_of(e).index))
 
-    async def wait_for_text(self, task_id: str, text: str, *, attempt: int | None = None) -> None:
-        async with asyncio.timeout(EVENT_TIMEOUT), self._changed:
+    async def wait_for_text(
+        self, task_id: str, text: str, *, attempt: int | None = None, timeout: float = EVENT_TIMEOUT
+    ) -> None:
+        async with asyncio.timeout(timeout), self._changed:
             while text not in streamed_text(self.of(task_id), attempt=attempt):
                 await self._changed.wait()
 
