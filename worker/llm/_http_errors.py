@@ -24,12 +24,17 @@ from temporal_executor.worker.llm.errors import (
 
 
 def _transport_errors() -> tuple[type[Exception], ...]:
-    """Connection errors and timeouts of the HTTP libraries the SDKs run on (httpx2, or
-    httpx), which the SDKs raise as they are once a response streams."""
+    """Connection errors and timeouts of the HTTP libraries the SDKs run on (httpx2 or
+    httpx; aiohttp, which google-genai uses for async calls once it is installed), raised
+    as they are, e.g. when a streamed response breaks off."""
     found: list[type[Exception]] = []
-    for name in ("httpx2", "httpx"):
+    for module, name in (
+        ("httpx2", "TransportError"),
+        ("httpx", "TransportError"),
+        ("aiohttp", "ClientError"),
+    ):
         try:
-            found.append(importlib.import_module(name).TransportError)
+            found.append(getattr(importlib.import_module(module), name))
         except ImportError:  # pragma: no cover - depends on what else is installed
             continue
     return tuple(found)
