@@ -15,10 +15,12 @@ import functools
 import logging
 import random
 
-from temporal_executor.bridge.router import Router
+from temporal_executor.bridge.router import Outcome, Router
 from temporal_executor.bus.errors import DeadLetterReason, RetryLater, TransportError
+from temporal_executor.bus.instrumentation import processing
 from temporal_executor.bus.transport import Delivery, InboundMessage, Transport
 from temporal_executor.schemas.config import BridgeSettings
+from temporal_executor.telemetry import metrics
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +42,7 @@ class Dispatcher:
         self._lanes: dict[str, asyncio.Task[None]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopping = asyncio.Event()
+        self._in_flight = metrics.MESSAGES_IN_FLIGHT.labels(transport.bus)
 
     async def run(self) -> None:
         """Consume until this task is cancelled (or the transport closed), then drain."""
@@ -51,6 +54,7 @@ class Dispatcher:
                 task = asyncio.create_task(self._after(previous, delivery))
                 self._lanes[key] = task
                 self._tasks.add(task)
+                self._in_flight.inc()
                 task.add_done_callback(functools.partial(self._done, key=key))
         except asyncio.CancelledError:
             log.info("dispatcher stopping", extra={"in_flight": len(self._tasks)})
@@ -65,6 +69,7 @@ class Dispatcher:
 
     def _done(self, task: asyncio.Task[None], key: str) -> None:
         self._tasks.discard(task)
+        self._in_flight.dec()
         self._slots.release()
         if self._lanes.get(key) is task:
             del self._lanes[key]
@@ -80,29 +85,33 @@ class Dispatcher:
         unexpected_failures = 0
         last_error = ""
         while True:
-            try:
-                if unexpected_failures >= MAX_UNEXPECTED_FAILURES:
-                    await self._transport.dead_letter(
-                        delivery.message, DeadLetterReason.INTERNAL_ERROR, last_error
+            with processing(self._transport, delivery.message) as attempt:
+                try:
+                    if unexpected_failures >= MAX_UNEXPECTED_FAILURES:
+                        reason = DeadLetterReason.INTERNAL_ERROR
+                        await self._transport.dead_letter(delivery.message, reason, last_error)
+                        outcome = (Outcome.DEAD_LETTERED, reason)
+                    else:
+                        outcome = await self._router.handle(self._transport, delivery.message)
+                    await delivery.ack()
+                    attempt.outcome(*outcome)
+                    return
+                except (RetryLater, TransportError) as exc:
+                    attempt.retry(exc)
+                    log.warning(
+                        "dependency unavailable; will retry the message",
+                        extra={"error": str(exc), "retry_in_seconds": round(delay, 2)},
                     )
-                else:
-                    await self._router.handle(self._transport, delivery.message)
-                await delivery.ack()
-                return
-            except (RetryLater, TransportError) as exc:
-                log.warning(
-                    "dependency unavailable; will retry the message",
-                    extra={"error": str(exc), "retry_in_seconds": round(delay, 2)},
-                )
-            except Exception as exc:
-                # Probably a bug: retry a few times in case it is a passing fault, then
-                # dead-letter the message so it neither blocks its partition nor is lost.
-                unexpected_failures += 1
-                last_error = f"{type(exc).__name__}: {exc}"
-                log.exception(
-                    "unexpected error handling a message",
-                    extra={"source": delivery.message.source},
-                )
+                except Exception as exc:
+                    # Probably a bug: retry a few times in case it is a passing fault, then
+                    # dead-letter the message so it neither blocks its partition nor is lost.
+                    attempt.retry(exc)
+                    unexpected_failures += 1
+                    last_error = f"{type(exc).__name__}: {exc}"
+                    log.exception(
+                        "unexpected error handling a message",
+                        extra={"source": delivery.message.source},
+                    )
             if await self._stop_requested_within(delay * random.uniform(0.8, 1.2), delivery):
                 log.info(
                     "stopping: message left unacknowledged; the bus will deliver it again",

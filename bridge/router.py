@@ -2,7 +2,8 @@
 
 `handle` either completes (the message may be acknowledged), dead-letters the message
 with its reason (then it may be acknowledged), or raises `RetryLater` (keep it): the task
-service's errors map to those three in `handle`.
+service's errors map to those three in `handle`. It returns what it did, the outcome the
+consumed-messages metric counts (`Outcome`).
 """
 
 import logging
@@ -38,8 +39,20 @@ log = logging.getLogger(__name__)
 M = TypeVar("M", bound=BaseModel)
 
 
+class Outcome:
+    """What handling a message did (the `outcome` label of the consumed-messages metric)."""
+
+    STARTED = "started"
+    DUPLICATE = "duplicate"
+    CANCELLED = "cancelled"
+    APPROVAL_APPLIED = "approval_applied"
+    APPROVAL_IGNORED = "approval_ignored"
+    DEAD_LETTERED = "dead_lettered"
+    RETRIED = "retried"
+
+
 # What a refusal of the task service means for the message that asked.
-_DEAD_LETTER_REASONS: dict[type[TaskError], str] = {
+DEAD_LETTER_REASONS: dict[type[TaskError], str] = {
     InvalidRequest: DeadLetterReason.INVALID_DATA,
     ApproverNotAllowed: DeadLetterReason.APPROVER_NOT_ALLOWED,
     TaskNotFound: DeadLetterReason.TASK_NOT_RUNNING,
@@ -53,42 +66,46 @@ class Router:
         self._tasks = tasks
         self._max_bytes = settings.bus.max_message_bytes
 
-    async def handle(self, transport: Transport, message: InboundMessage) -> None:
+    async def handle(self, transport: Transport, message: InboundMessage) -> tuple[str, str]:
+        """Handle `message`; returns the outcome and, for a dead letter, its reason."""
         try:
-            await self._route(transport, message)
+            return await self._route(transport, message), ""
         except TemporalUnavailable as exc:
             raise RetryLater(exc.message) from exc
         except TaskError as exc:
-            reason = _DEAD_LETTER_REASONS.get(type(exc))
+            reason = DEAD_LETTER_REASONS.get(type(exc))
             if reason is None:  # not a refusal of the request: a bug, retried as one
                 raise
-            await _dead_letter(transport, message, DeadLetter(reason, exc.message))
-        except DeadLetter as dead:
-            await _dead_letter(transport, message, dead)
+            dead = DeadLetter(reason, exc.message)
+        except DeadLetter as refused:
+            dead = refused
+        await _dead_letter(transport, message, dead)
+        return Outcome.DEAD_LETTERED, dead.reason
 
-    async def _route(self, transport: Transport, message: InboundMessage) -> None:
+    async def _route(self, transport: Transport, message: InboundMessage) -> str:
         if len(message.value) > self._max_bytes:
             detail = f"{len(message.value)} bytes exceeds the {self._max_bytes}-byte limit"
             raise DeadLetter(DeadLetterReason.TOO_LARGE, detail)
         event = transport.decode(message)
         if event.type == EventType.EXECUTION_REQUESTED:
-            await self._start(transport, event)
-        elif event.type == EventType.CANCEL_REQUESTED:
+            return await self._start(transport, event)
+        if event.type == EventType.CANCEL_REQUESTED:
             cancel = _validated(CancelRequested, event.data, event)
             await self._tasks.cancel(cancel.task_id, cancel.reason)
-        elif event.type == EventType.APPROVAL_REPLIED:
+            return Outcome.CANCELLED
+        if event.type == EventType.APPROVAL_REPLIED:
             reply = _validated(ApprovalReplied, event.data, event)
             decision = ApprovalDecision.model_validate(reply.model_dump(exclude={"task_id"}))
-            await self._tasks.approve(reply.task_id, decision)
-        else:
-            detail = (
-                f"unknown event type {event.type!r}; expected one of "
-                f"{EventType.EXECUTION_REQUESTED}, {EventType.CANCEL_REQUESTED}, "
-                f"{EventType.APPROVAL_REPLIED}"
-            )
-            raise DeadLetter(DeadLetterReason.UNKNOWN_TYPE, detail)
+            outcome = await self._tasks.approve(reply.task_id, decision)
+            return Outcome.APPROVAL_APPLIED if outcome.applied else Outcome.APPROVAL_IGNORED
+        detail = (
+            f"unknown event type {event.type!r}; expected one of "
+            f"{EventType.EXECUTION_REQUESTED}, {EventType.CANCEL_REQUESTED}, "
+            f"{EventType.APPROVAL_REPLIED}"
+        )
+        raise DeadLetter(DeadLetterReason.UNKNOWN_TYPE, detail)
 
-    async def _start(self, transport: Transport, event: CloudEvent) -> None:
+    async def _start(self, transport: Transport, event: CloudEvent) -> str:
         data = event.data
         if isinstance(data, dict) and "task_id" not in data:
             # The contract: a request without task_id is the task whose id is the event's id.
@@ -101,7 +118,8 @@ class Router:
             traceparent=event.extension(TRACEPARENT_EXTENSION),
             tracestate=event.extension(TRACESTATE_EXTENSION),
         )
-        await self._tasks.start(task, transport)
+        started = await self._tasks.start(task, transport)
+        return Outcome.STARTED if started else Outcome.DUPLICATE
 
 
 async def _dead_letter(transport: Transport, message: InboundMessage, dead: DeadLetter) -> None:

@@ -9,9 +9,11 @@ from typing import Generic, TypeVar
 
 from temporal_executor.bus._common import check_size, connecting, dead_letter_headers
 from temporal_executor.bus.codec import EncodedMessage
+from temporal_executor.bus.instrumentation import publishing
 from temporal_executor.bus.transport import Delivery, InboundMessage, MessageTooLarge, Watch
 from temporal_executor.schemas.cloudevent import CloudEvent
 from temporal_executor.schemas.config import BusSettings
+from temporal_executor.schemas.task import BusName
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +53,27 @@ class BaseTransport(ABC, Generic[D]):
     def _encode(self, event: CloudEvent) -> EncodedMessage: ...
 
     @abstractmethod
-    async def _send(self, destination: str, message: EncodedMessage, *, confirm: bool) -> None:
-        """Put `message` on the bus; with `confirm`, return once the bus stored it."""
+    async def _send(
+        self, destination: str, message: EncodedMessage, *, confirm: bool
+    ) -> tuple[int, int] | None:
+        """Put `message` on the bus; with `confirm`, return once the bus stored it, and say
+        where when the bus does (Kafka: partition, offset)."""
+
+    @property
+    @abstractmethod
+    def bus(self) -> BusName: ...
+
+    @abstractmethod
+    def requests_destination(self, task_id: str | None) -> str: ...
+
+    @abstractmethod
+    def approval_replies_destination(self, task_id: str | None) -> str: ...
+
+    @abstractmethod
+    def events_destination(self, task_id: str | None) -> str: ...
+
+    @abstractmethod
+    def approvals_destination(self, task_id: str | None) -> str: ...
 
     @abstractmethod
     def dead_letter_destination(self, reason: str | None) -> str: ...
@@ -98,9 +119,13 @@ class BaseTransport(ABC, Generic[D]):
     # -- publishing ------------------------------------------------------------------
 
     async def publish(self, destination: str, event: CloudEvent, *, confirm: bool = True) -> None:
-        encoded = self._encode(event)
-        check_size(destination, encoded, self._settings.max_message_bytes)
-        await self._send(destination, encoded, confirm=confirm)
+        # A `send` span, whose context the event's `traceparent` carries; counted once stored.
+        with publishing(self, destination, event) as sending:
+            encoded = self._encode(sending.event)
+            check_size(destination, encoded, self._settings.max_message_bytes)
+            stored = await self._send(destination, encoded, confirm=confirm)
+            if stored is not None:
+                sending.stored(*stored)
 
     async def publish_raw(
         self, destination: str, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]]

@@ -1,7 +1,8 @@
 """The one interface between the service and a message bus.
 
-Kafka (`kafka_transport`) and NATS JetStream (`nats_transport`) each implement
-`Transport`; nothing else in the project imports aiokafka or nats. A transport owns
+Kafka (`bus/kafka/`) and NATS JetStream (`bus/nats/`) each implement
+`Transport` (on the skeleton in `bus/_base.py`); nothing else in the project imports
+aiokafka or nats (tests/test_architecture.py holds that). A transport owns
 its CloudEvents binding, so callers hand it and get from it `CloudEvent` objects.
 """
 
@@ -136,6 +137,10 @@ class Transport(Protocol):
         committed, so the bus redelivers them later. Open watches end.
         """
 
+    async def check(self) -> str | None:
+        """None when the bus answers now (readiness probes); else what is wrong."""
+        ...
+
     def decode(self, message: InboundMessage) -> CloudEvent:
         """Read a message in binary or structured mode; raises `DeadLetter` if it is not one."""
         ...
@@ -174,7 +179,7 @@ class Transport(Protocol):
 
     # Where things go on this bus (contract, "Names"). With `None` instead of a task id or
     # reason they name what `watch` reads to see all of them (NATS: a `>` wildcard).
-    def requests_destination(self, task_id: str) -> str: ...
+    def requests_destination(self, task_id: str | None) -> str: ...
     def approval_replies_destination(self, task_id: str | None) -> str: ...
     def events_destination(self, task_id: str | None) -> str: ...
     def approvals_destination(self, task_id: str | None) -> str: ...

@@ -12,6 +12,9 @@ So any number of gateways serve the same tasks, and a restart loses nothing.
 - The same with the task id of a task in `input-required` answers its approval.
 - CancelTask cancels and waits (up to `bridge.rpc_timeout_seconds`) for the task to end.
 - SubscribeToTask: the task as it is now, then its events until it ends or pauses.
+- SendStreamingMessage asks the task for deltas (`stream`), and it and SubscribeToTask show
+  each turn's text as it grows, as artifact updates (`_a2a_deltas`).
+- ListTasks: Temporal's visibility (`_a2a_list`).
 """
 
 import asyncio
@@ -43,6 +46,7 @@ from a2a.types.a2a_pb2 import (
 )
 from a2a.utils.errors import (
     A2AError,
+    ContentTypeNotSupportedError,
     InternalError,
     InvalidParamsError,
     PushNotificationNotSupportedError,
@@ -54,6 +58,8 @@ from a2a.utils.proto_utils import validate_proto_required_fields
 from a2a.utils.task import apply_history_length, validate_history_length
 from google.protobuf.json_format import MessageToDict
 
+from temporal_executor.gateway._a2a_deltas import TurnArtifacts
+from temporal_executor.gateway._a2a_list import list_tasks
 from temporal_executor.gateway._a2a_views import (
     A2A_METADATA,
     a2a_task,
@@ -80,7 +86,14 @@ from temporal_executor.tasks.service import TERMINAL_STATES, TaskService
 from temporal_executor.tasks.validation import validated
 
 # Request fields a message's metadata may set, as a bus request's data does.
-REQUEST_FIELDS = ("model_config", "system_prompt", "tools", "require_approval", "max_iterations")
+REQUEST_FIELDS = (
+    "model_config",
+    "system_prompt",
+    "tools",
+    "require_approval",
+    "max_iterations",
+    "stream",
+)
 
 
 class TaskRequestHandler(RequestHandler):
@@ -100,7 +113,8 @@ class TaskRequestHandler(RequestHandler):
     async def on_list_tasks(
         self, params: ListTasksRequest, context: ServerCallContext
     ) -> ListTasksResponse:
-        raise UnsupportedOperationError(message="ListTasks is not supported; use GetTask")
+        with _as_a2a_errors():
+            return await list_tasks(self._tasks, params, self._view)
 
     async def on_cancel_task(self, params: CancelTaskRequest, context: ServerCallContext) -> Task:
         validate_proto_required_fields(params)
@@ -110,7 +124,7 @@ class TaskRequestHandler(RequestHandler):
         )
         with _as_a2a_errors():
             task = await self._tasks.task_input(task_id)
-            async with self._streams.events(task_id, task.route, from_start=False) as events:
+            async with self._streams.events(task_id, task.route) as events:
                 try:
                     await self._tasks.running_status(task_id)
                     await self._tasks.cancel(task_id, str(reason) if reason else None)
@@ -131,7 +145,7 @@ class TaskRequestHandler(RequestHandler):
         validate_history_length(params.configuration)
         task_id: str | None = None
         with _as_a2a_errors():
-            async with contextlib.aclosing(self._run(params, context)) as run:
+            async with contextlib.aclosing(self._run(params, context, streaming=False)) as run:
                 async for event in run:
                     if isinstance(event, Task):
                         task_id = event.id
@@ -147,7 +161,7 @@ class TaskRequestHandler(RequestHandler):
         validate_proto_required_fields(params)
         validate_history_length(params.configuration)
         with _as_a2a_errors():
-            async with contextlib.aclosing(self._run(params, context)) as run:
+            async with contextlib.aclosing(self._run(params, context, streaming=True)) as run:
                 async for event in run:
                     if isinstance(event, Task):
                         event = apply_history_length(event, params.configuration)
@@ -159,40 +173,42 @@ class TaskRequestHandler(RequestHandler):
         validate_proto_required_fields(params)
         with _as_a2a_errors():
             task = await self._tasks.task_input(params.id)
-            async with self._streams.events(params.id, task.route, from_start=False) as events:
+            async with self._streams.events(params.id, task.route, deltas=True) as events:
                 status = await self._tasks.status(params.id)
                 if status.state in TERMINAL_STATES:
                     msg = f"task {params.id} has {status.state}: there is nothing to follow"
                     raise UnsupportedOperationError(message=msg)
                 yield a2a_task(status, task)
-                async for item in self._follow(events, context_id_of(task), resolved=set()):
+                turns = TurnArtifacts(params.id, context_id_of(task))
+                async for item in self._follow(events, context_id_of(task), set(), turns):
                     yield item
 
     async def _run(
-        self, params: SendMessageRequest, context: ServerCallContext
+        self, params: SendMessageRequest, context: ServerCallContext, *, streaming: bool
     ) -> AsyncGenerator[Event, None]:
-        """The task first (started, or resumed with an approval), then its stream events."""
+        """The task first (started, or resumed with an approval), then its stream events;
+        `streaming` asks the task for its text as it comes, and follows it."""
         message = params.message
         if message.task_id:
-            async for event in self._answer(message, context):
+            async for event in self._answer(message, context, streaming=streaming):
                 yield event
             return
         transport = self._streams.default
         task = self._tasks.prepare(
-            _request(params, message),
+            _request(params, message, streaming=streaming),
             transport,
             traceparent=context.state.get("headers", {}).get("traceparent"),
         )
-        async with self._streams.events(
-            task.request.task_id, task.route, from_start=False
-        ) as events:
+        task_id, context_id = task.request.task_id, context_id_of(task)
+        async with self._streams.events(task_id, task.route, deltas=streaming) as events:
             await self._tasks.start(task, transport)
             yield submitted_task(task)
-            async for event in self._follow(events, context_id_of(task), resolved=set()):
+            turns = TurnArtifacts(task_id, context_id) if streaming else None
+            async for event in self._follow(events, context_id, set(), turns):
                 yield event
 
     async def _answer(
-        self, message: Message, context: ServerCallContext
+        self, message: Message, context: ServerCallContext, *, streaming: bool
     ) -> AsyncGenerator[Event, None]:
         """A message on an existing task: the reply to the approval it waits for."""
         task_id = message.task_id
@@ -215,7 +231,7 @@ class TaskRequestHandler(RequestHandler):
         except UnreadableReply as exc:
             raise InvalidParamsError(message=str(exc)) from exc
         approver = _metadata(message).get("approver")
-        async with self._streams.events(task_id, task.route, from_start=False) as events:
+        async with self._streams.events(task_id, task.route, deltas=streaming) as events:
             for decision in found:
                 await self._tasks.approve_waiting(
                     task_id,
@@ -226,13 +242,21 @@ class TaskRequestHandler(RequestHandler):
                 )
             yield await self._view(task_id)
             resolved = {d.approval_id for d in found}
-            async for event in self._follow(events, context_id, resolved=resolved):
+            turns = TurnArtifacts(task_id, context_id) if streaming else None
+            async for event in self._follow(events, context_id, resolved, turns):
                 yield event
 
     async def _follow(
-        self, events: AsyncIterator[CloudEvent], context_id: str, *, resolved: set[str]
+        self,
+        events: AsyncIterator[CloudEvent],
+        context_id: str,
+        resolved: set[str],
+        turns: TurnArtifacts | None,
     ) -> AsyncGenerator[Event, None]:
         async for event in events:
+            if turns is not None:
+                for update in turns.updates(event):
+                    yield update
             data = event.data if isinstance(event.data, dict) else {}
             if event.type == EventType.APPROVAL_REQUESTED and data.get("approval_id") in resolved:
                 continue  # a late redelivery of the request just answered
@@ -272,12 +296,21 @@ class TaskRequestHandler(RequestHandler):
         raise UnsupportedOperationError(message="there is no extended agent card")
 
 
-def _request(params: SendMessageRequest, message: Message) -> ExecutionRequested:
+def _request(
+    params: SendMessageRequest, message: Message, *, streaming: bool
+) -> ExecutionRequested:
     text = get_message_text(message).strip()
     if not text:
+        if any(not part.HasField("text") for part in message.parts):
+            kinds = {part.media_type or part.WhichOneof("content") or "?" for part in message.parts}
+            msg = (
+                f"only text parts are understood (the user message), not {', '.join(sorted(kinds))}"
+            )
+            raise ContentTypeNotSupportedError(message=msg)
         raise InvalidParamsError(message="the message has no text part: it is the user message")
     given = {**_metadata(params), **_metadata(message)}
-    data: dict[str, Any] = {key: given[key] for key in REQUEST_FIELDS if key in given}
+    data: dict[str, Any] = {"stream": streaming}
+    data |= {key: given[key] for key in REQUEST_FIELDS if key in given}
     data |= {
         "task_id": str(uuid.uuid4()),
         "user_message": text,

@@ -1,6 +1,8 @@
 """The gateway's ASGI app: REST API, A2A (JSON-RPC and agent card), health, OpenAPI docs."""
 
+import asyncio
 import logging
+from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
@@ -20,10 +22,13 @@ from a2a.types.a2a_pb2 import (
 from a2a.utils.constants import AGENT_CARD_WELL_KNOWN_PATH, PROTOCOL_VERSION_1_0, TransportProtocol
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.exceptions import HTTPException
+from starlette.routing import Route
 
 from temporal_executor.gateway._a2a import TaskRequestHandler
+from temporal_executor.gateway._a2a_http import cached_card, json_only
 from temporal_executor.gateway._errors import GatewayError, http_answer
 from temporal_executor.gateway._hitl import HITL_EXTENSION_URI
 from temporal_executor.gateway._middleware import BearerAuth, EchoExtensions
@@ -33,6 +38,8 @@ from temporal_executor.gateway._streams import TaskStreams
 from temporal_executor.schemas.config import Settings
 from temporal_executor.tasks.errors import TaskError, TemporalUnavailable
 from temporal_executor.tasks.service import TaskService
+from temporal_executor.telemetry.temporal_sdk import exposition
+from temporal_executor.telemetry.tracing import exporting, tracer_provider
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +51,7 @@ def create_app(
     settings: Settings, tasks: TaskService, streams: TaskStreams, *, token: str | None
 ) -> FastAPI:
     """The app for `tasks`; with a `token`, every call but health, docs and the card needs it."""
+    started = datetime.now(UTC)
     app = FastAPI(
         title="temporal-executor gateway",
         version=_version(),
@@ -74,16 +82,26 @@ def create_app(
         body = Health(status="unavailable", detail=problem)
         return JSONResponse(body.model_dump(), status_code=503)
 
+    @app.get("/metrics", tags=["health"], summary="Prometheus metrics (README, Operations)")
+    async def prometheus_metrics() -> Response:
+        # Off the event loop: it reads the Temporal SDK's metrics over loopback HTTP.
+        body = await asyncio.to_thread(exposition)
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
+
     @app.get(AGENT_CARD_WELL_KNOWN_PATH, tags=["A2A: Agent Card"], summary="The A2A agent card")
-    async def card(request: Request) -> JSONResponse:
+    async def card(request: Request) -> Response:
         base = settings.gateway.public_url or str(request.base_url)
         found = agent_card(settings, base.rstrip("/"), bearer=token is not None)
-        return JSONResponse(agent_card_to_dict(found))
+        return cached_card(request, agent_card_to_dict(found), started)
 
     handler = TaskRequestHandler(
         tasks, streams, cancel_wait_seconds=settings.bridge.rpc_timeout_seconds
     )
-    add_a2a_routes_to_fastapi(app, jsonrpc_routes=create_jsonrpc_routes(handler, A2A_PATH))
+    [sdk_route] = create_jsonrpc_routes(handler, A2A_PATH)
+    endpoint = json_only(sdk_route.endpoint)
+    add_a2a_routes_to_fastapi(app, jsonrpc_routes=[Route(A2A_PATH, endpoint, methods=["POST"])])
+    # Clients that join the card's URL with "/" (the A2A TCK's) post to `/a2a/`.
+    app.add_route(f"{A2A_PATH}/", endpoint, methods=["POST"], include_in_schema=False)
     a2a_openapi = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -101,6 +119,14 @@ def create_app(
     app.add_middleware(EchoExtensions, supported=frozenset({HITL_EXTENSION_URI}))
     if token is not None:
         app.add_middleware(BearerAuth, token=token)  # outermost: before anything else runs
+    if exporting():
+        # A server span per call (named by route, continuing the caller's `traceparent`);
+        # a task started under it carries the trace into its workflow and events.
+        from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+
+        FastAPIInstrumentor.instrument_app(
+            app, tracer_provider=tracer_provider(), excluded_urls="healthz,readyz,metrics"
+        )
     return app
 
 

@@ -5,12 +5,14 @@ import json
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-# Open without a token: liveness and readiness probes, the API docs, and the agent card
-# (A2A discovery is public; the card says which scheme the rest needs).
+# Open without a token: liveness and readiness probes, Prometheus metrics, the API
+# docs, and the agent card (A2A discovery is public; the card says which scheme the rest
+# needs).
 OPEN_PATHS = frozenset(
     {
         "/healthz",
         "/readyz",
+        "/metrics",
         "/docs",
         "/docs/oauth2-redirect",
         "/redoc",

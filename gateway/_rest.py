@@ -117,7 +117,8 @@ class TaskRoutes:
                     "content": {"text/event-stream": {}},
                     "description": "`id` is the event id, `event` its type, `data` the CloudEvent "
                     "(JSON format); the stream ends after the task's terminal event. "
-                    "`Last-Event-ID` resumes after that event.",
+                    "`Last-Event-ID` resumes after that event. With `deltas=true` the model's "
+                    "text streams too, as `agent.llm.delta` events (best-effort, no SSE `id`).",
                 }
             },
         )
@@ -170,7 +171,9 @@ class TaskRoutes:
         await self._tasks.cancel(task_id, reason)
         return CancelRequestedBody(task_id=task_id)
 
-    async def events(self, task_id: str, request: Request) -> EventSourceResponse:
+    async def events(
+        self, task_id: str, request: Request, deltas: bool = False
+    ) -> EventSourceResponse:
         task_id = _task_id(task_id)
         task = await self._tasks.task_input(task_id)
         after = _sequence(request.headers.get("last-event-id"))
@@ -178,10 +181,10 @@ class TaskRoutes:
         # the stream ends, or after the response if it never started (the client left).
         opened = contextlib.AsyncExitStack()
         found = await opened.enter_async_context(
-            self._streams.events(task_id, task.route, from_start=True)
+            self._streams.events(task_id, task.route, after=after, deltas=deltas)
         )
         return EventSourceResponse(
-            _server_sent(found, after, opened), background=BackgroundTask(opened.aclose)
+            _server_sent(found, opened), background=BackgroundTask(opened.aclose)
         )
 
     async def _body(self, request: Request, model: type[M], *, optional: bool = False) -> M:
@@ -190,17 +193,18 @@ class TaskRoutes:
 
 
 async def _server_sent(
-    events: AsyncIterator[CloudEvent], after: int, opened: contextlib.AsyncExitStack
+    events: AsyncIterator[CloudEvent], opened: contextlib.AsyncExitStack
 ) -> AsyncIterator[ServerSentEvent]:
-    """The events after sequence `after`, as Server-Sent Events; closes `opened` at the end."""
+    """The events as Server-Sent Events; closes `opened` at the end."""
     try:
         async for event in events:
-            if int(event.extension(SEQUENCE_EXTENSION) or 0) <= after:
-                continue
+            # A delta has no SSE id, so a reconnecting client's `Last-Event-ID` stays the
+            # last durable event: it resumes from the task's own record.
+            durable = event.extension(SEQUENCE_EXTENSION) is not None
             yield ServerSentEvent(
                 data=json.dumps(cloudevent_json(event), ensure_ascii=False),
                 event=event.type,
-                id=event.id,
+                id=event.id if durable else None,
             )
     finally:
         await opened.aclose()
@@ -255,4 +259,4 @@ def _task_id(path: str) -> str:
 def _sequence(event_id: str | None) -> int:
     """The sequence in an event id `<workflow id>/<sequence>`; 0 for none."""
     tail = (event_id or "").rpartition("/")[2]
-    return int(tail) if tail.isdigit() else 0
+    return int(tail) if tail.isdigit() and "/delta/" not in (event_id or "") else 0

@@ -55,10 +55,22 @@ class GatewayServer:
         # Serves while Temporal is away: connects in the background, 503 until then.
         self._tasks = TaskService(settings, client)
         self._transports: dict[BusName, Transport] = {}
-        self._streams = TaskStreams(self._transports, settings.bus.default)
+        self._streams = TaskStreams(
+            self._transports, settings.bus.default, self._tasks, source=settings.bus.source
+        )
         self._server: _Server | None = None
         self._serving: asyncio.Task[None] | None = None
         self.url = ""
+
+    @property
+    def stream_subscriptions(self) -> int:
+        """Bus subscriptions its streams hold: one per destination, however many streams."""
+        return self._streams.subscriptions
+
+    @property
+    def stream_followers(self) -> int:
+        """Streams following those subscriptions (one with deltas counts twice)."""
+        return self._streams.followers
 
     async def start(self) -> None:
         gateway = self._settings.gateway

@@ -424,6 +424,38 @@ def _unique_mcp_names(servers: list[McpServerSettings]) -> list[McpServerSetting
     return servers
 
 
+class TracingSettings(StrictModel):
+    """OpenTelemetry traces. Trace context flows through the bus, Temporal and every
+    published event's `traceparent` whether or not spans are exported."""
+
+    # none: no export; otlp: to an OpenTelemetry collector; console: to stderr. Unset: the
+    # OTEL_TRACES_EXPORTER variable (otlp, console or none), else none.
+    exporter: Literal["none", "otlp", "console"] | None = None
+    # OTLP over grpc or http/protobuf. Unset: OTEL_EXPORTER_OTLP_PROTOCOL, else grpc.
+    protocol: Literal["grpc", "http/protobuf"] | None = None
+    # Where OTLP goes. Unset: OTEL_EXPORTER_OTLP(_TRACES)_ENDPOINT, else the exporter's default
+    # (localhost:4317 for grpc, http://localhost:4318/v1/traces for http/protobuf).
+    endpoint: str | None = None
+    # Prompts, replies, tool arguments and results on spans (gen_ai.input.messages, ...).
+    # Off: spans carry names, ids, models, token counts and error types only.
+    capture_content: bool = False
+
+
+class ObservabilitySettings(StrictModel):
+    """Metrics, health probes and traces of the bridge and the worker (the gateway serves
+    /metrics, /healthz and /readyz on its own port)."""
+
+    # Where the bridge and the worker serve /metrics, /healthz and /readyz; unset: not served.
+    port: int | None = Field(default=None, ge=0, le=65535)
+    # 127.0.0.1 serves this machine only; 0.0.0.0 every interface (containers).
+    host: str = "127.0.0.1"
+    # The Temporal SDK's own metrics (temporal_*: polls, task latencies, slots), on /metrics too.
+    temporal_sdk_metrics: bool = True
+    # How long /readyz waits for Temporal and each bus to answer.
+    readiness_timeout_seconds: float = Field(default=2, gt=0)
+    tracing: TracingSettings = Field(default_factory=TracingSettings)
+
+
 class LocalPayloadStore(StrictModel):
     # Every process of the deployment must see the same directory (one host, or a shared
     # volume); relative to the working directory.
@@ -450,6 +482,14 @@ class PayloadStorageSettings(StrictModel):
     threshold_bytes: int = Field(default=256 * 1024, ge=0, le=2 * 1024 * 1024)
     local: LocalPayloadStore = Field(default_factory=LocalPayloadStore)
     s3: S3PayloadStore = Field(default_factory=S3PayloadStore)
+
+    @property
+    def max_payload_bytes(self) -> int:
+        """The largest payload a workflow may hand Temporal: the server's 2 MB limit (less
+        headroom for the envelope) when payloads stay inline, else the S3 driver's 50 MiB."""
+        if self.store == "none":
+            return 2 * 1024 * 1024 - 16 * 1024
+        return 50 * 1024 * 1024
 
     @model_validator(mode="after")
     def _s3_has_a_bucket(self) -> "PayloadStorageSettings":
@@ -478,6 +518,7 @@ class Settings(StrictModel):
         default_factory=list
     )
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
+    observability: ObservabilitySettings = Field(default_factory=ObservabilitySettings)
 
     @model_validator(mode="after")
     def _results_fit_in_events(self) -> "Settings":

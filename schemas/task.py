@@ -159,6 +159,10 @@ class TaskPlan(BaseModel):
     tool_max_attempts: int
     publish_timeout_seconds: float
     continue_as_new_after_events: int
+    # What the workflow checks its LLM call input and continue-as-new input against, to
+    # fail with `payload_too_large` rather than have Temporal refuse the command forever.
+    # None (plans of tasks started before the check): not checked.
+    max_payload_bytes: int | None = None
     # What plans recorded before these fields are read with (no budget, as then).
     max_tool_errors: int = 3
     max_parallel_tools: int = 8
@@ -184,4 +188,14 @@ class PublishInput(BaseModel):
 class PublishBatch(BaseModel):
     """Events a workflow produced back to back, published in order by one activity."""
 
+    events: list[PublishInput]
+
+
+class PublishedQuery(BaseModel):
+    """The workflow's `published` query: this run's events with a sequence over `after`."""
+
+    after: int = 0
+
+
+class PublishedEvents(BaseModel):
     events: list[PublishInput]

@@ -1,36 +1,39 @@
 """The task service: what every way in (bus, HTTP, A2A) asks of Temporal, in one place.
 
-API. `TaskService(settings, client=None)` wraps the Temporal client (`client=None`:
-`connect_in_background()` connects with the bridge's backoff; until then every call raises
-`TemporalUnavailable`; `close()` stops that). `prepare(request, transport, reply_to=,
-traceparent=, tracestate=)` builds the workflow input (`AgentTaskInput`, with the route of
-its events on `transport`'s bus); `start(task, transport)` starts its workflow
-(`agent-execution-<task_id>`, id never reused) and returns False for a duplicate, else
-announces `agent.execution.started` on `transport` (`bridge.announce_started`).
-`cancel(task_id, reason)` cancels a running task. `approve(task_id, decision)` applies an
-`ApprovalDecision` as a bus reply does (first valid reply wins: a later one returns
+API. `TaskService(settings, client=None)` wraps the Temporal client (without one,
+`connect_in_background()` connects with the bridge's backoff and every call raises
+`TemporalUnavailable` until then; `close()` stops it). `prepare(request, transport,
+reply_to=, traceparent=, tracestate=)` builds the workflow input (`AgentTaskInput`, its
+events routed on `transport`'s bus); `start(task, transport)` starts the workflow
+(`agent-execution-<task_id>`, an id is never reused) and returns False for a duplicate,
+else True after announcing `agent.execution.started` on `transport`
+(`bridge.announce_started`). `cancel(task_id, reason)` cancels a running task (HTTP and A2A
+call `running_status` first, for 404 vs 409). `approve(task_id, decision)` applies an
+`ApprovalDecision` as a bus reply does (the first valid reply wins; a later one returns
 `ApprovalOutcome(applied=False)`); `approve_waiting(task_id, approval_id=None, approved=,
-approver=, reason=, arguments=)` is the interactive form (HTTP, A2A): it checks the task
-runs, defaults to the approval it waits for, and raises when nothing changed; both check
+approver=, reason=, arguments=)` is the interactive form (HTTP, A2A): the task must run,
+the approval defaults to the one it waits for, and changing nothing raises. Both check
 `bridge.allowed_approvers` first (`check_approver`). `status(task_id)` is the workflow's
-`status` query (`running_status` also raises for a finished task); `task_input(task_id)`
-decodes the input the task's current run started with (its request and event route) from
-its history; `ping()` asks Temporal for its system info. `validated(model, data)`
-(`tasks/validation.py`) checks inbound data. Every failure is a `TaskError`
+`status` query (`running_status(task_id)` also raises once the task has ended);
+`task_input(task_id)` decodes the input of the task's current run (its request and event
+route) from its history; `ping()` asks Temporal for its system info. `validated(model,
+data)` (`tasks/validation.py`) checks inbound data. Every failure is a `TaskError`
 (`tasks/errors.py`): `InvalidRequest`, `ApproverNotAllowed`, `TaskNotFound`,
 `TaskNotRunning`, `UnknownApproval`, `StatusUnavailable`, `TemporalUnavailable` (retry
-later); `_rpc_error` is the one place Temporal's RPC errors are classified. A check on a
-start or an approval (signatures, budgets, tracing) belongs here, so that the bridge and
-the gateway both get it.
+later); `classify_rpc_error` is the one place Temporal's RPC errors are classified. A new
+check on a start or an approval (signatures, budgets, tracing) goes here, and the bridge and
+the gateway both get it; docs/architecture.md says how each way in answers each error.
 """
 
 import asyncio
 import logging
+import time
 from datetime import timedelta
 
 from temporalio.api.workflowservice.v1 import GetSystemInfoRequest
 from temporalio.client import (
     Client,
+    WorkflowExecution,
     WorkflowExecutionStatus,
     WorkflowQueryFailedError,
     WorkflowUpdateFailedError,
@@ -49,6 +52,9 @@ from temporal_executor.schemas.task import (
     ApprovalDecision,
     ApprovalOutcome,
     EventRoute,
+    PublishedEvents,
+    PublishedQuery,
+    PublishInput,
     TaskStatus,
 )
 from temporal_executor.tasks.announcer import announce_started
@@ -63,6 +69,7 @@ from temporal_executor.tasks.errors import (
     UnknownApproval,
 )
 from temporal_executor.tasks.temporal_connection import connect_with_retry
+from temporal_executor.telemetry import metrics
 
 log = logging.getLogger(__name__)
 
@@ -164,6 +171,23 @@ class TaskService:
     async def start(self, task: AgentTaskInput, transport: Transport) -> bool:
         """Start the task's workflow; False if a task with its id exists or existed (then
         nothing starts). A started task is announced on `transport`, its route's bus."""
+        began = time.perf_counter()
+        outcome = "unavailable"  # Temporal did not answer: the caller retries or says 503
+        try:
+            started = await self._start(task)
+            outcome = "started" if started else "duplicate"
+        except TemporalUnavailable:
+            raise
+        except TaskError:
+            outcome = "refused"
+            raise
+        finally:
+            metrics.TASK_START_DURATION.labels(outcome).observe(time.perf_counter() - began)
+        if started and self._settings.bridge.announce_started:
+            await announce_started(transport, task, self._settings.bus.source)
+        return started
+
+    async def _start(self, task: AgentTaskInput) -> bool:
         task_id = task.request.task_id
         try:
             await self.client.start_workflow(
@@ -180,10 +204,8 @@ class TaskService:
             log.info("duplicate request ignored: task exists", extra={"task_id": task_id})
             return False
         except RPCError as exc:
-            raise _rpc_error(exc, task_id) from exc
+            raise classify_rpc_error(exc, task_id) from exc
         log.info("task started", extra={"task_id": task_id, "bus": task.route.bus})
-        if self._settings.bridge.announce_started:
-            await announce_started(transport, task, self._settings.bus.source)
         return True
 
     # Changing a running task --------------------------------------------------------------
@@ -198,7 +220,7 @@ class TaskService:
         try:
             await handle.cancel(reason=reason or "", rpc_timeout=self._rpc_timeout)
         except RPCError as exc:
-            raise _rpc_error(exc, task_id) from exc
+            raise classify_rpc_error(exc, task_id) from exc
         log.info("task cancel requested", extra={"task_id": task_id})
 
     def check_approver(self, approver: str | None) -> None:
@@ -262,7 +284,7 @@ class TaskService:
             msg = f"approval for task {task_id}: no worker answered in time"
             raise TemporalUnavailable(msg) from exc
         except RPCError as exc:
-            raise _rpc_error(exc, task_id) from exc
+            raise classify_rpc_error(exc, task_id) from exc
         log.info(
             "approval reply applied" if outcome.applied else "approval reply ignored",
             extra={
@@ -284,7 +306,7 @@ class TaskService:
                 "status", result_type=TaskStatus, rpc_timeout=self._rpc_timeout
             )
         except RPCError as exc:
-            raise _rpc_error(exc, task_id) from exc
+            raise classify_rpc_error(exc, task_id) from exc
         except WorkflowQueryFailedError as exc:
             msg = f"the status query of task {task_id} failed: {exc}"
             raise StatusUnavailable(msg) from exc
@@ -311,9 +333,81 @@ class TaskService:
                 task: AgentTaskInput = decoded[0]
                 return task
         except RPCError as exc:
-            raise _rpc_error(exc, task_id) from exc
+            raise classify_rpc_error(exc, task_id) from exc
         msg = f"no task {task_id!r}"
         raise TaskNotFound(msg)
+
+    async def published(self, task_id: str, after: int) -> list[PublishInput]:
+        """The events the task published (or is about to) with a sequence over `after`, in
+        order: each run's `published` query, back through continue-as-new as far as needed."""
+        client = self.client
+        workflow_id = workflow_id_for(task_id)
+        found: list[PublishInput] = []
+        try:
+            # The latest run, fixed, so that its query and its history agree.
+            latest = client.get_workflow_handle(workflow_id)
+            run_id: str = (await latest.describe(rpc_timeout=self._rpc_timeout)).run_id
+            while True:
+                handle = client.get_workflow_handle(workflow_id, run_id=run_id)
+                page: PublishedEvents = await handle.query(
+                    "published",
+                    PublishedQuery(after=after),
+                    result_type=PublishedEvents,
+                    rpc_timeout=self._rpc_timeout,
+                )
+                found[:0] = page.events
+                carried, previous = await self._run_start(workflow_id, run_id)
+                if carried <= after or not previous:
+                    return found
+                run_id = previous
+        except RPCError as exc:
+            raise classify_rpc_error(exc, task_id) from exc
+        except WorkflowQueryFailedError as exc:
+            msg = f"the published query of task {task_id} failed: {exc}"
+            raise StatusUnavailable(msg) from exc
+
+    async def _run_start(self, workflow_id: str, run_id: str) -> tuple[int, str]:
+        """The sequence a run carried over from the run before it, and that run's id."""
+        client = self.client
+        handle = client.get_workflow_handle(workflow_id, run_id=run_id)
+        async for event in handle.fetch_history_events(page_size=1, rpc_timeout=self._rpc_timeout):
+            started = event.workflow_execution_started_event_attributes
+            decoded = await client.data_converter.decode(started.input.payloads, [AgentTaskInput])
+            task: AgentTaskInput = decoded[0]
+            return task.carried_sequence, started.continued_execution_run_id
+        return 0, ""  # pragma: no cover - a run's history starts with its start
+
+    # Listing tasks (Temporal's visibility) --------------------------------------------------
+
+    async def list_page(
+        self, query: str, page_size: int, page_token: bytes | None
+    ) -> tuple[list[WorkflowExecution], bytes | None]:
+        """One page of the workflows visibility finds for `query`, and the next page's token
+        (None: this was the last). `query` is a visibility query on task workflows."""
+        found = self.client.list_workflows(
+            query,
+            page_size=page_size,
+            next_page_token=page_token,
+            rpc_timeout=self._rpc_timeout,
+        )
+        try:
+            await found.fetch_next_page()
+        except RPCError as exc:
+            # Temporal cannot read a made-up token: INVALID_ARGUMENT, or UNKNOWN on some stores.
+            unreadable = {RPCStatusCode.INVALID_ARGUMENT, RPCStatusCode.UNKNOWN}
+            if page_token is not None and exc.status in unreadable:
+                msg = f"the page_token is not one this agent gave ({exc.message})"
+                raise InvalidRequest(msg) from exc
+            raise classify_rpc_error(exc, "*") from exc
+        return list(found.current_page or []), found.next_page_token or None
+
+    async def count(self, query: str) -> int:
+        """How many workflows visibility finds for `query`."""
+        try:
+            counted = await self.client.count_workflows(query, rpc_timeout=self._rpc_timeout)
+        except RPCError as exc:
+            raise classify_rpc_error(exc, "*") from exc
+        return counted.count
 
     async def _is_running(self, task_id: str) -> bool:
         handle = self.client.get_workflow_handle(workflow_id_for(task_id))
@@ -322,11 +416,11 @@ class TaskService:
         except RPCError as exc:
             if exc.status == RPCStatusCode.NOT_FOUND:
                 return False
-            raise _rpc_error(exc, task_id) from exc
+            raise classify_rpc_error(exc, task_id) from exc
         return description.status == WorkflowExecutionStatus.RUNNING
 
 
-def _rpc_error(exc: RPCError, task_id: str) -> TaskError:
+def classify_rpc_error(exc: RPCError, task_id: str) -> TaskError:
     """Temporal's RPC errors, classified once for every way in."""
     if exc.status in _TRANSIENT_CODES:
         return TemporalUnavailable(f"Temporal unavailable ({exc.status.name}): {exc.message}")

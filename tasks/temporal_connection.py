@@ -4,13 +4,17 @@ import asyncio
 import dataclasses
 import logging
 import os
+from datetime import timedelta
 
+from temporalio.api.workflowservice.v1 import GetSystemInfoRequest
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.converter import DataConverter
+from temporalio.service import RPCError
 
 from temporal_executor.schemas.config import Settings
 from temporal_executor.tasks.payload_storage import external_storage
+from temporal_executor.telemetry.tracing import temporal_interceptors
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +39,21 @@ async def connect_temporal(settings: Settings) -> Client:
         api_key=api_key,
         tls=temporal.tls or bool(api_key),
         data_converter=data_converter(settings),
+        # With tracing on: spans for starts, updates, workflows and activities, and the
+        # trace context carried through Temporal (a worker gets it from this client too).
+        interceptors=temporal_interceptors(),
     )
+
+
+async def temporal_problem(client: Client, host_port: str, seconds: float = 2.0) -> str | None:
+    """None when Temporal answers now (readiness probes); else what is wrong."""
+    try:
+        await client.workflow_service.get_system_info(
+            GetSystemInfoRequest(), retry=False, timeout=timedelta(seconds=seconds)
+        )
+    except RPCError as exc:
+        return f"Temporal at {host_port}: {exc.status.name}: {exc.message}"
+    return None
 
 
 async def connect_with_retry(settings: Settings, stop: asyncio.Event) -> Client | None:

@@ -8,6 +8,7 @@ send       publish an execution request; --follow prints its events
 approve    reply to an approval request
 cancel     ask for a task to be cancelled
 events     print task events as they arrive
+status     a task's state, pending approvals, usage and last events
 schema     write the JSON Schemas of every event's data and of the config file
 """
 
@@ -37,7 +38,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     from temporal_executor.logs import configure_logging
 
-    if args.command in ("dev", "send", "approve", "cancel", "events"):
+    if args.command in ("dev", "send", "approve", "cancel", "events", "status"):
         settings.logging.format = "text"
         if args.command != "dev":
             settings.logging.level = "WARNING"
@@ -97,6 +98,10 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
         )
     if command == "cancel":
         return await commands.cancel(settings, args.task_id, reason=args.reason)
+    if command == "status":
+        from temporal_executor.task_status import show_status
+
+        return await show_status(settings, args.task_id, sys.stdout)
     return await commands.events(settings, args.task, from_start=args.from_start)
 
 
@@ -182,6 +187,9 @@ def _parser() -> argparse.ArgumentParser:
     events.add_argument("--task", help="only this task's events")
     events.add_argument("--from-start", action="store_true", help="also events already published")
     _transport_option(events)
+
+    status = sub.add_parser("status", help="a task's state, approvals, usage and last events")
+    status.add_argument("task_id")
 
     schema = sub.add_parser("schema", help="write JSON Schemas")
     schema.add_argument("--out", default="schemas/json", help="directory (default: schemas/json)")

@@ -33,6 +33,7 @@ from temporal_executor.schemas.requests import (
     ExecutionRequested,
     ModelSelection,
 )
+from temporal_executor.telemetry.process import observed
 
 DEMO_MESSAGE = "Work out 6 * 7 and save a note about it."
 
@@ -46,7 +47,8 @@ async def worker(settings: Settings) -> int:
 
     stop = asyncio.Event()
     stop_on_signals(stop)
-    await run_worker(settings, stop)
+    async with observed(settings, "worker"):
+        await run_worker(settings, stop)
     return 0
 
 
@@ -55,7 +57,8 @@ async def bridge(settings: Settings) -> int:
 
     stop = asyncio.Event()
     stop_on_signals(stop)
-    await run_bridge(settings, stop)
+    async with observed(settings, "bridge"):
+        await run_bridge(settings, stop)
     return 0
 
 
@@ -65,7 +68,9 @@ async def gateway(settings: Settings) -> int:
     stop = asyncio.Event()
     stop_on_signals(stop)
     try:
-        await run_gateway(settings, stop)
+        # The gateway serves /metrics, /healthz and /readyz on its own port.
+        async with observed(settings, "gateway", serve=False):
+            await run_gateway(settings, stop)
     except CannotStart as exc:
         print(f"temporal-executor gateway: {exc}", file=sys.stderr, flush=True)
         return 2
@@ -73,11 +78,18 @@ async def gateway(settings: Settings) -> int:
 
 
 async def dev(settings: Settings, data_dir: Path, *, demo: bool, ports: DevPorts) -> int:
+    stop = asyncio.Event()
+    stop_on_signals(stop)
+    async with observed(settings, "dev"):
+        return await _dev(settings, stop, data_dir, demo=demo, ports=ports)
+
+
+async def _dev(
+    settings: Settings, stop: asyncio.Event, data_dir: Path, *, demo: bool, ports: DevPorts
+) -> int:
     from temporal_executor.dev.stack import run_dev
     from temporal_executor.gateway import CannotStart
 
-    stop = asyncio.Event()
-    stop_on_signals(stop)
     started: asyncio.Future[Settings] = asyncio.get_running_loop().create_future()
     stack_run = asyncio.create_task(
         run_dev(settings, stop, data_dir=data_dir, ports=ports, after_start=started)

@@ -1,6 +1,7 @@
 """The layers hold: each package imports only the ones below it (README, "Layout").
 
-    schemas  ->  bus, tasks.temporal_connection  ->  tasks  ->  bridge, gateway, worker  ->  CLI
+    schemas  ->  telemetry  ->  bus, tasks.temporal_connection  ->  tasks
+             ->  bridge, gateway, worker  ->  CLI
 
 Read from the source with `ast`, so a lazy import inside a function counts as much as one
 at the top of a module. Checked: the installed package, i.e. the top-level folders and
@@ -19,7 +20,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = "temporal_executor"
-LAYERS = ("schemas", "bus", "tasks", "bridge", "gateway", "worker")
+LAYERS = ("schemas", "telemetry", "bus", "tasks", "bridge", "gateway", "worker")
 # The CLI layer: everything in `temporal_executor/` that is not a linked layer folder.
 CLI = "cli"
 
@@ -27,14 +28,16 @@ CLI = "cli"
 # as prefixes of module names below `temporal_executor.`. A layer may always import itself.
 ALLOWED: dict[str, frozenset[str]] = {
     "schemas": frozenset(),
-    "bus": frozenset({"schemas"}),
+    # Spans, metrics and probes: every layer above records into it.
+    "telemetry": frozenset({"schemas"}),
+    "bus": frozenset({"schemas", "telemetry"}),
     # The Temporal connection helpers stand beside the bus: the worker uses them too.
-    "tasks.temporal_connection": frozenset({"schemas", "tasks.payload_storage"}),
+    "tasks.temporal_connection": frozenset({"schemas", "telemetry", "tasks.payload_storage"}),
     "tasks.payload_storage": frozenset({"schemas"}),
-    "tasks": frozenset({"schemas", "bus"}),
-    "bridge": frozenset({"schemas", "bus", "tasks"}),
-    "gateway": frozenset({"schemas", "bus", "tasks"}),
-    "worker": frozenset({"schemas", "bus", "tasks.temporal_connection"}),
+    "tasks": frozenset({"schemas", "telemetry", "bus"}),
+    "bridge": frozenset({"schemas", "telemetry", "bus", "tasks"}),
+    "gateway": frozenset({"schemas", "telemetry", "bus", "tasks"}),
+    "worker": frozenset({"schemas", "telemetry", "bus", "tasks.temporal_connection"}),
     CLI: frozenset({*LAYERS, CLI}),
 }
 # Third-party clients only one sub-package may import.

@@ -3,13 +3,16 @@
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import httpx
 import pytest
 from temporalio.client import Client
 
 from temporal_executor.dev.embedded_stack import EmbeddedStack
+from temporal_executor.gateway import GatewayServer
 from temporal_executor.schemas.config import ScriptedTurn
 from temporal_executor.schemas.event_types import EventType, workflow_id_for
 from tests.harness import ServiceHarness, new_task_id, service_settings, types
+from tests.test_gateway import TIMEOUT, gateway_settings, sse
 
 TOOL_TURNS = 12
 
@@ -59,3 +62,25 @@ async def test_long_task_continues_as_new_without_losing_messages(
         w async for w in service.client.list_workflows(f'WorkflowId = "{workflow_id_for(task_id)}"')
     ]
     assert len(runs) >= 2, "the task should have continued as new at least once"
+
+
+async def test_the_gateway_replays_every_run_of_a_continued_task(
+    small_history_service: ServiceHarness,
+) -> None:
+    service = small_history_service
+    task_id = new_task_id("long-sse")
+    await service.producers["nats"].request(task_id, "long")
+    on_bus = await service.watchers["nats"].wait_for_end(task_id, timeout=90)
+    server = GatewayServer(gateway_settings(service, "nats"), service.client)
+    await server.start()
+    try:
+        async with httpx.AsyncClient(base_url=server.url, timeout=TIMEOUT) as http:
+            path = f"/api/v1/events/{task_id}"
+            everything = await sse(http, path)
+            middle = on_bus[len(on_bus) // 2].id
+            rest = await sse(http, path, headers={"Last-Event-ID": middle})
+    finally:
+        await server.stop()
+    # Every run's events from the task itself (the bus was not read from its start).
+    assert [e["id"] for e in everything] == [e.id for e in on_bus]
+    assert [e["id"] for e in rest] == [e.id for e in on_bus[len(on_bus) // 2 + 1 :]]

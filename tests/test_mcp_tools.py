@@ -7,6 +7,7 @@ connections directly.
 """
 
 import asyncio
+import logging
 import socket
 import sys
 import time
@@ -25,6 +26,7 @@ from temporal_executor.schemas.cloudevent import CloudEvent
 from temporal_executor.schemas.config import McpServerSettings, ScriptedTurn, Settings
 from temporal_executor.schemas.conversation import ToolSpec
 from temporal_executor.schemas.event_types import EventType, workflow_id_for
+from temporal_executor.worker.tools import mcp_tools
 from temporal_executor.worker.tools.mcp_tools import (
     McpServerUnavailable,
     McpTools,
@@ -187,12 +189,34 @@ async def mcp_service(
     scripted = settings.llm.provider("scripted")
     assert scripted is not None
     scripted.scripts.update(SCRIPTS)
+    connected, level = _ConnectedServers(), mcp_tools.log.level
+    mcp_tools.log.addHandler(connected)
+    mcp_tools.log.setLevel(logging.INFO)
     with pytest.MonkeyPatch.context() as env:
         env.setenv(TOKEN_ENV, "Bearer test-token")
         harness = ServiceHarness(settings, temporal_client)
         await harness.start()
+        try:
+            # On a busy machine a server's first attempt may time out; the worker then
+            # starts without its tools, and a task planned meanwhile may not call them.
+            await _eventually(lambda: {"calc", "web"} <= connected.names, timeout=60)
+        finally:
+            mcp_tools.log.removeHandler(connected)
+            mcp_tools.log.setLevel(level)
         yield harness
         await harness.stop()
+
+
+class _ConnectedServers(logging.Handler):
+    """The MCP servers the worker has connected to, from its log."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.names: set[str] = set()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.getMessage() == "MCP server connected":
+            self.names.add(getattr(record, "mcp_server", ""))
 
 
 async def _run(service: ServiceHarness, model: str, **fields: Any) -> tuple[str, list[CloudEvent]]:

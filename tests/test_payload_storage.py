@@ -3,6 +3,7 @@ or S3 on moto's server) a task whose tool results add up to well over Temporal's
 payload limit completes with every message, across continue-as-new; without it, the same
 task fails with `payload_too_large` instead of hanging."""
 
+import contextlib
 import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
@@ -26,6 +27,10 @@ from temporal_executor.schemas.config import (
 )
 from temporal_executor.schemas.event_types import EventType, workflow_id_for
 from temporal_executor.tasks.temporal_connection import connect_temporal
+
+# The worker imports its MCP client when it starts; imported here already, that does not
+# block the event loop (seconds on a busy machine) while the test publishes its request.
+from temporal_executor.worker.tools import mcp_tools  # noqa: F401
 from tests.conftest import S3_BUCKET
 from tests.fakes.llm_servers import FakeOpenAIServer, tool_calls
 from tests.fakes.llm_servers import text as text_reply
@@ -86,7 +91,8 @@ class BigTask:
     events: list[CloudEvent]
 
 
-async def run_big_task(
+@contextlib.asynccontextmanager
+async def big_task(
     stack: EmbeddedStack, tmp_path: Path, model: FakeOpenAIServer, storage: PayloadStorageSettings
 ) -> AsyncIterator[BigTask]:
     settings = big_task_settings(stack, tmp_path, model)
@@ -148,7 +154,7 @@ async def test_a_conversation_over_2_mb_completes_with_every_message(
     store: str,
 ) -> None:
     storage = storage_settings(store, tmp_path, s3_endpoint)
-    async for task in run_big_task(embedded_stack, tmp_path, model, storage):
+    async with big_task(embedded_stack, tmp_path, model, storage) as task:
         runs = await histories(task)
 
     assert [e.type for e in task.events][-1] == EventType.EXECUTION_COMPLETED
@@ -170,3 +176,19 @@ async def test_a_conversation_over_2_mb_completes_with_every_message(
     largest = max(e.ByteSize() for run in runs for e in run.events)
     assert largest < THRESHOLD + 4096
     assert stored_objects(store, tmp_path, s3_endpoint) > 0
+
+
+async def test_without_storage_an_oversized_conversation_fails_and_does_not_hang(
+    embedded_stack: EmbeddedStack, tmp_path: Path, model: FakeOpenAIServer
+) -> None:
+    storage = storage_settings("none", tmp_path, None)
+    async with big_task(embedded_stack, tmp_path, model, storage) as task:
+        events = task.events
+
+    failed = events[-1]
+    assert failed.type == EventType.EXECUTION_FAILED
+    assert data(failed)["error"]["type"] == "payload_too_large"
+    assert "payload_storage" in data(failed)["error"]["message"]
+    # It stopped before the first call whose conversation is over 2 MB: the 12th, with 11
+    # results of 200 kB.
+    assert len(model.requests) == 11

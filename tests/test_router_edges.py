@@ -61,7 +61,7 @@ class ScriptedFaultRouter(Router):
         async with self._attempted:
             await self._attempted.wait_for(lambda: self.attempts[event_id] >= count)
 
-    async def handle(self, transport: Transport, message: InboundMessage) -> None:
+    async def handle(self, transport: Transport, message: InboundMessage) -> tuple[str, str]:
         event_id = transport.decode(message).id
         async with self._attempted:
             self.attempts[event_id] += 1
@@ -69,7 +69,7 @@ class ScriptedFaultRouter(Router):
         if self.attempts[event_id] <= self.failures.get(event_id, 0):
             msg = f"bug on attempt {self.attempts[event_id]}"
             raise RuntimeError(msg)
-        await super().handle(transport, message)
+        return await super().handle(transport, message)
 
 
 class AssembledBridge:

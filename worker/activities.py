@@ -34,6 +34,7 @@ from temporal_executor.schemas.task import (
 from temporal_executor.worker.activity_declarations import AgentActivityDeclarations
 from temporal_executor.worker.deltas import DeltaPublisher
 from temporal_executor.worker.errors import WorkerError
+from temporal_executor.worker.instrumentation import llm_call, tool_call
 from temporal_executor.worker.llm.registry import ProviderRegistry
 from temporal_executor.worker.publisher import EventPublisher
 from temporal_executor.worker.tools.registry import ToolRegistry
@@ -62,7 +63,9 @@ class AgentActivities(AgentActivityDeclarations):
         providers: ProviderRegistry,
         tools: ToolRegistry,
         publisher: EventPublisher,
+        max_payload_bytes: int | None = None,
     ) -> None:
+        self._max_payload_bytes = max_payload_bytes
         self._executor = executor
         self._llm = llm
         self._providers = providers
@@ -125,6 +128,7 @@ class AgentActivities(AgentActivityDeclarations):
             tool_max_attempts=executor.tool_max_attempts,
             publish_timeout_seconds=executor.publish_timeout_seconds,
             continue_as_new_after_events=executor.continue_as_new_after_events,
+            max_payload_bytes=self._max_payload_bytes,
             max_tool_errors=min(
                 request.max_tool_errors or executor.max_tool_errors, executor.max_tool_errors
             ),
@@ -134,7 +138,13 @@ class AgentActivities(AgentActivityDeclarations):
             error=error,
         )
 
+    def provider_kind(self, name: str) -> str | None:
+        """The kind of the configured provider `name` (anthropic, vertex_gemini, ...)."""
+        settings = self._llm.provider(name)
+        return settings.kind if settings is not None else None
+
     @activity.defn(name="call_llm")
+    @llm_call(provider_kind)
     async def call_llm(self, call: LlmCallInput) -> LlmCallResult:
         try:
             provider = self._providers.get(call.selection.provider)
@@ -151,6 +161,7 @@ class AgentActivities(AgentActivityDeclarations):
         return result
 
     @activity.defn(name="run_tool")
+    @tool_call
     async def run_tool(self, call: ToolCallInput) -> ToolCallResult:
         tool = self._tools.get(call.tool_call.name)
         if tool is None:

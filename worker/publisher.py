@@ -10,6 +10,7 @@ from temporal_executor.bus.outbound import build_event, destinations
 from temporal_executor.bus.transport import Transport
 from temporal_executor.schemas.cloudevent import CloudEvent
 from temporal_executor.schemas.task import BusName, EventRoute, PublishInput
+from temporal_executor.worker.instrumentation import PUBLISHED
 
 TransportFactory = Callable[[BusName], Transport]
 
@@ -26,6 +27,11 @@ class EventPublisher:
         event = build_event(publish, self._source)
         for destination in destinations(publish):
             await transport.publish(destination, event)
+        PUBLISHED.published(publish)
+
+    async def check(self, bus: BusName) -> str | None:
+        """None when `bus` answers (connecting to it first if no event went there yet)."""
+        return await (await self._transport(bus)).check()
 
     @property
     def source(self) -> str:

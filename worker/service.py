@@ -2,6 +2,7 @@
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import AsyncIterator, Sequence
 from datetime import timedelta
@@ -10,11 +11,12 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
-from temporal_executor.bus.factory import create_transport
+from temporal_executor.bus.factory import create_transport, enabled_buses
 from temporal_executor.bus.transport import Transport
 from temporal_executor.schemas.config import Settings
 from temporal_executor.schemas.task import BusName
-from temporal_executor.tasks.temporal_connection import connect_temporal
+from temporal_executor.tasks.temporal_connection import connect_temporal, temporal_problem
+from temporal_executor.telemetry.health import HEALTH
 from temporal_executor.worker.activities import AgentActivities
 from temporal_executor.worker.llm.registry import ProviderRegistry
 from temporal_executor.worker.publisher import EventPublisher
@@ -37,6 +39,7 @@ def build_activities(
         providers=providers,
         tools=ToolRegistry(settings.tools, tool_sources),
         publisher=publisher,
+        max_payload_bytes=settings.payload_storage.max_payload_bytes,
     )
     return activities, publisher, providers
 
@@ -83,12 +86,28 @@ async def run_worker(settings: Settings, stop: asyncio.Event, client: Client | N
         )
         try:
             async with worker:
-                await stop.wait()
+                with readiness_checks(settings, client, publisher):
+                    await stop.wait()
                 log.info("worker stopping")
         finally:
             await publisher.close()
             await providers.aclose()
     log.info("worker stopped")
+
+
+def readiness_checks(
+    settings: Settings, client: Client, publisher: EventPublisher
+) -> contextlib.ExitStack:
+    """/readyz answers 200 while Temporal and every enabled bus answer."""
+    checks = contextlib.ExitStack()
+    timeout = settings.observability.readiness_timeout_seconds
+    host_port = settings.temporal.host_port
+    checks.enter_context(
+        HEALTH.registered("temporal", lambda: temporal_problem(client, host_port, timeout))
+    )
+    for bus in enabled_buses(settings.bus):
+        checks.enter_context(HEALTH.registered(bus, functools.partial(publisher.check, bus)))
+    return checks
 
 
 @contextlib.asynccontextmanager

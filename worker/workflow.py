@@ -40,6 +40,8 @@ with workflow.unsafe.imports_passed_through():
         LlmCallResult,
         PendingApproval,
         PublishBatch,
+        PublishedEvents,
+        PublishedQuery,
         PublishInput,
         TaskPlan,
         TaskResult,
@@ -73,6 +75,10 @@ TOOL_HEARTBEAT_TIMEOUT = timedelta(seconds=15)
 # LLM calls heartbeat too, with the plan's heartbeat timeout: a worker that dies during one
 # is noticed in seconds, not after the LLM timeout. Older tasks' calls have none.
 LLM_HEARTBEAT_PATCH = "llm-heartbeat"
+# A payload over the plan's limit (an LLM call's input, a continue-as-new input) fails the
+# task with `payload_too_large`; before, Temporal refused the command and the workflow task
+# failed forever. The marker is written only by a task that fails so.
+PAYLOAD_LIMIT_PATCH = "payload-size-check"
 
 
 class TaskFailed(Exception):
@@ -118,6 +124,8 @@ class AgentExecutionWorkflow:
         self._plan: TaskPlan | None = None
         # Events made but not yet published; see `_emit`.
         self._outbox: list[PublishInput] = []
+        # Every event of this run, for the `published` query (the gateway's replay).
+        self._published: list[PublishInput] = []
         # One publishing activity at a time, so events go out in `sequence` order.
         self._publishing = asyncio.Lock()
 
@@ -216,21 +224,23 @@ class AgentExecutionWorkflow:
         while True:
             position = len(plan.fallbacks) + 1 - len(selections)
             selection = selections.pop(0)
+            call = LlmCallInput(
+                task_id=self._request.task_id,
+                selection=selection,
+                system_prompt=self._request.system_prompt,
+                messages=self._messages,
+                tools=plan.tools,
+                stream=plan.stream,
+                iteration=self._iteration,
+                # A fallback's attempts number on from the earlier selections'.
+                attempt_offset=position * plan.llm_max_attempts,
+                route=self._task.route if plan.stream else None,
+            )
+            self._check_payload_size("the conversation sent to the LLM", call)
             try:
                 return await workflow.execute_activity_method(
                     AgentActivityDeclarations.call_llm,
-                    LlmCallInput(
-                        task_id=self._request.task_id,
-                        selection=selection,
-                        system_prompt=self._request.system_prompt,
-                        messages=self._messages,
-                        tools=plan.tools,
-                        stream=plan.stream,
-                        iteration=self._iteration,
-                        # A fallback's attempts number on from the earlier selections'.
-                        attempt_offset=position * plan.llm_max_attempts,
-                        route=self._task.route if plan.stream else None,
-                    ),
+                    call,
                     start_to_close_timeout=timedelta(seconds=plan.llm_timeout_seconds),
                     heartbeat_timeout=heartbeat_timeout,
                     retry_policy=RetryPolicy(maximum_attempts=plan.llm_max_attempts),
@@ -444,6 +454,14 @@ class AgentExecutionWorkflow:
             msg = f"task {self._request.task_id} has no approval {decision.approval_id!r}"
             raise ApplicationError(msg, type="unknown_approval")
 
+    @workflow.query(name="published")
+    def published(self, query: PublishedQuery) -> PublishedEvents:
+        """This run's events after `query.after`, published or about to be: a stream
+        replays them, then follows the bus (the gateway's `Last-Event-ID` resume)."""
+        return PublishedEvents(
+            events=[event for event in self._published if event.sequence > query.after]
+        )
+
     @workflow.query(name="status")
     def status(self) -> TaskStatus:
         return TaskStatus(
@@ -464,17 +482,32 @@ class AgentExecutionWorkflow:
         if not due:
             return
         workflow.logger.info("continuing as new", extra={"iteration": self._iteration})
-        workflow.continue_as_new(
-            AgentTaskInput(
-                request=self._request,
-                route=self._task.route,
-                carried_sequence=self._sequence,
-                carried_iteration=self._iteration,
-                carried_messages=self._messages,
-                carried_usage=self._usage,
-                carried_mistakes_in_a_row=self._mistakes_in_a_row,
-            )
+        carried = AgentTaskInput(
+            request=self._request,
+            route=self._task.route,
+            carried_sequence=self._sequence,
+            carried_iteration=self._iteration,
+            carried_messages=self._messages,
+            carried_usage=self._usage,
+            carried_mistakes_in_a_row=self._mistakes_in_a_row,
         )
+        self._check_payload_size("the conversation carried over by continue-as-new", carried)
+        workflow.continue_as_new(carried)
+
+    def _check_payload_size(self, what: str, value: object) -> None:
+        limit = self._planned.max_payload_bytes
+        if limit is None:
+            return
+        size = workflow.payload_converter().to_payload(value).ByteSize()
+        if size > limit and workflow.patched(PAYLOAD_LIMIT_PATCH):
+            raise TaskFailed(
+                ErrorInfo(
+                    type="payload_too_large",
+                    message=f"{what} is {size} bytes, over the {limit} bytes a Temporal "
+                    "payload may hold here; configure payload_storage to keep large "
+                    "payloads in an object store",
+                )
+            )
 
     async def _finish_completed(self, final_message: str) -> TaskResult:
         self._state, self._final_message = "completed", final_message
@@ -532,7 +565,7 @@ class AgentExecutionWorkflow:
         (or `_flush`) instead, which the caller must make before it waits on anything."""
         self._sequence += 1
         workflow_id = workflow.info().workflow_id
-        self._outbox.append(
+        self._published.append(
             PublishInput(
                 route=self._task.route,
                 event_type=data.event_type,
@@ -543,6 +576,7 @@ class AgentExecutionWorkflow:
                 data=data.model_dump(mode="json", by_alias=True),
             )
         )
+        self._outbox.append(self._published[-1])
         if (
             hold
             and workflow.patched(LOCAL_ACTIVITIES_PATCH)

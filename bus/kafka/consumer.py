@@ -11,6 +11,7 @@ Broker errors are logged and retried with backoff; the loop ends only when stopp
 """
 
 import asyncio
+import contextlib
 import logging
 import time
 from typing import Any
@@ -23,6 +24,7 @@ from temporal_executor.bus.kafka.offsets import OffsetTracker, PartitionOffsets,
 from temporal_executor.bus.kafka.watch import inbound
 from temporal_executor.bus.transport import InboundMessage
 from temporal_executor.schemas.config import KafkaSettings
+from temporal_executor.telemetry import metrics
 
 log = logging.getLogger(__name__)
 
@@ -161,6 +163,16 @@ class KafkaConsumerLoop:
         due = time.monotonic() - self._last_commit >= self._settings.commit_interval_ms / 1000
         if due or not batches:
             await self._commit(consumer)
+            self._record_lag(consumer)
+
+    def _record_lag(self, consumer: Any) -> None:
+        for tp in consumer.assignment():
+            offsets = self._offsets.get((tp.topic, tp.partition))
+            highwater = consumer.highwater(tp)
+            if offsets is None or highwater is None or offsets.next_unfinished is None:
+                continue  # nothing read from it yet: the lag is not known
+            lag = max(highwater - offsets.next_unfinished, 0)
+            metrics.KAFKA_CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(lag)
 
     async def _room(self, consumer: Any) -> int:
         """How many more deliveries may go out; pauses every partition while none may."""
@@ -198,5 +210,8 @@ class KafkaConsumerLoop:
         if self._consumer is not None:
             await self._commit(self._consumer, keys)
         self._in_flight.remove(self._offsets.revoke(keys))
+        for topic, partition in keys:
+            with contextlib.suppress(KeyError):  # another member reports it now
+                metrics.KAFKA_CONSUMER_LAG.remove(topic, str(partition))
         if keys:
             log.info("kafka partitions revoked: %s", sorted(f"{t}/{p}" for t, p in keys))

@@ -30,6 +30,11 @@ class PartitionOffsets:
     def unacked(self) -> int:
         return len(self._pending) - len(self._acked)
 
+    @property
+    def next_unfinished(self) -> int | None:
+        """The first offset not yet acked (handed out or not); None before any delivery."""
+        return self._pending[0] if self._pending else self._position
+
     def delivered(self, offset: int) -> None:
         if self._pending and offset <= self._pending[-1]:
             msg = f"offset {offset} of {self.key} handed out after {self._pending[-1]}"
@@ -70,6 +75,9 @@ class OffsetTracker:
         if offsets is None:
             offsets = self._partitions[key] = PartitionOffsets(key)
         return offsets
+
+    def get(self, key: TopicPartitionKey) -> PartitionOffsets | None:
+        return self._partitions.get(key)
 
     def to_commit(self, keys: set[TopicPartitionKey] | None = None) -> dict[TopicPartitionKey, int]:
         """Offsets to commit, for `keys` only when given (the partitions still assigned)."""

@@ -138,6 +138,16 @@ class KafkaTransport(BaseTransport[KafkaDelivery]):
             raise
         return producer
 
+    async def check(self) -> str | None:
+        if self._producer is None:
+            return "not connected"
+        client = self._producer.client
+        brokers = sorted(client.cluster.brokers(), key=lambda broker: broker.nodeId)
+        for broker in brokers:
+            if await client.ready(broker.nodeId):
+                return None
+        return f"no broker of {self._kafka.bootstrap_servers} answers"
+
     # -- names -----------------------------------------------------------------------
 
     def requests_destination(self, task_id: str | None) -> str:
@@ -166,7 +176,10 @@ class KafkaTransport(BaseTransport[KafkaDelivery]):
     def _encode(self, event: CloudEvent) -> EncodedMessage:
         return encode_kafka(event, self._settings.content_mode)
 
-    async def _send(self, destination: str, message: EncodedMessage, *, confirm: bool) -> None:
+    async def _send(
+        self, destination: str, message: EncodedMessage, *, confirm: bool
+    ) -> tuple[int, int] | None:
+        """Where the broker stored it (partition, offset); None when not confirmed."""
         key, value, headers = message.key, message.value, message.headers
         if self._producer is None:
             msg = "KafkaTransport.start() was not called (or close() was)"
@@ -175,15 +188,16 @@ class KafkaTransport(BaseTransport[KafkaDelivery]):
             # Queued in the producer's batch; the future resolves when the broker stored it.
             delivery = await self._producer.send(destination, value=value, key=key, headers=headers)
             if confirm:
-                await delivery
+                stored = await delivery
+                return stored.partition, stored.offset
         except MessageSizeTooLargeError as exc:
             msg = f"Kafka rejected a {len(value)}-byte message for {destination!r}: {exc}"
             raise MessageTooLarge(msg) from exc
         except KafkaError as exc:
             msg = f"publishing to Kafka topic {destination!r} failed: {exc}"
             raise TransportError(msg) from exc
-        if not confirm:
-            delivery.add_done_callback(functools.partial(_log_if_undelivered, destination))
+        delivery.add_done_callback(functools.partial(_log_if_undelivered, destination))
+        return None
 
     # -- consuming -------------------------------------------------------------------
 

@@ -11,6 +11,7 @@ than after `ack_wait`.
 """
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -23,6 +24,7 @@ from temporal_executor.bus._common import Backoff, InFlight
 from temporal_executor.bus.nats.watch import inbound
 from temporal_executor.bus.transport import InboundMessage
 from temporal_executor.schemas.config import NatsSettings
+from temporal_executor.telemetry import metrics
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +34,8 @@ FETCH_BATCH = 32
 FETCH_BATCH_MIN = 8
 FETCH_TIMEOUT_SECONDS = 0.25
 STOP_TIMEOUT_SECONDS = 5.0
+# How often each consumer's pending count is read from JetStream for the metrics.
+PENDING_REPORT_SECONDS = 5.0
 
 
 class NatsDelivery:
@@ -100,12 +104,31 @@ class NatsConsumerLoops:
                 (streams.approval_replies, subjects.approval_replies, "approval-replies"),
             )
         ]
+        consumers = [
+            (streams.requests, f"{settings.durable}-requests"),
+            (streams.approval_replies, f"{settings.durable}-approval-replies"),
+        ]
+        self._reporting = asyncio.create_task(self._report_pending(consumers), name="nats-pending")
+
+    async def _report_pending(self, consumers: list[tuple[str, str]]) -> None:
+        """JetStream's count of each consumer's pending messages, for the metrics."""
+        while not self._stopping.is_set():
+            for stream, durable in consumers:
+                try:
+                    info = await self._js.consumer_info(stream, durable)
+                except (nats.errors.Error, OSError, TimeoutError):
+                    continue  # not created yet, or reconnecting: report it next time
+                metrics.JETSTREAM_PENDING.labels(stream, durable).set(info.num_pending or 0)
+                metrics.JETSTREAM_ACK_PENDING.labels(stream, durable).set(info.num_ack_pending or 0)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), PENDING_REPORT_SECONDS)
 
     def settled(self, delivery: NatsDelivery) -> None:
         self._unsettled.discard(delivery)
 
     async def stop(self) -> None:
         self._stopping.set()
+        await asyncio.gather(self._reporting, return_exceptions=True)
         # Each loop notices within one fetch timeout; cancelling a fetch instead would
         # leave what it received waiting for ack_wait.
         _, pending = await asyncio.wait(self._tasks, timeout=STOP_TIMEOUT_SECONDS)

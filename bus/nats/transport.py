@@ -127,6 +127,15 @@ class NatsTransport(BaseTransport[NatsDelivery]):
                 raise TransportError(msg) from exc
             log.info("created JetStream stream %s on %s.>", name, prefix)
 
+    async def check(self) -> str | None:
+        if self._nc is None or not self._nc.is_connected:
+            return f"not connected to {self._nats.url}"
+        try:
+            await self._nc.flush(timeout=2)  # a PING answered by the server
+        except (nats.errors.Error, TimeoutError) as exc:
+            return f"{self._nats.url} does not answer: {exc!r}"
+        return None
+
     def _connection(self) -> NatsClient:
         if self._nc is None:
             msg = "NatsTransport.start() was not called"
@@ -177,8 +186,11 @@ class NatsTransport(BaseTransport[NatsDelivery]):
     def _encode(self, event: CloudEvent) -> EncodedMessage:
         return encode_nats(event, self._settings.content_mode)
 
-    async def _send(self, destination: str, message: EncodedMessage, *, confirm: bool) -> None:
+    async def _send(
+        self, destination: str, message: EncodedMessage, *, confirm: bool
+    ) -> tuple[int, int] | None:
         # The key is ignored: NATS messages have none (the subject carries the task id).
+        # Returns None: a stream has no partitions or offsets.
         value, header_map = message.value, _header_map(message.headers)
         try:
             if confirm:
@@ -196,6 +208,7 @@ class NatsTransport(BaseTransport[NatsDelivery]):
         except (nats.errors.Error, TimeoutError) as exc:
             msg = f"publishing to NATS subject {destination!r} failed: {exc!r}"
             raise TransportError(msg) from exc
+        return None
 
     # -- consuming -------------------------------------------------------------------
 

@@ -35,7 +35,7 @@ from tests.harness import BusWatcher, Producer, ServiceHarness, service_settings
 
 HISTORY_DIR = Path(__file__).parent
 # One directory per version of the workflow's commands; `record` writes the newest.
-CURRENT_VERSION = "v4-parallel-tool-calls"
+CURRENT_VERSION = "v5-llm-heartbeat"
 # Recorded task ids are fixed (a fresh stack each time), so a file names its workflow.
 RECORDED_PREFIX = "recorded"
 BUS: BusName = "nats"
