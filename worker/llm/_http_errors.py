@@ -21,6 +21,7 @@ from temporal_executor.worker.llm.errors import (
     ProviderUnavailable,
     RateLimited,
 )
+from temporal_executor.worker.redaction import redact
 
 
 def _transport_errors() -> tuple[type[Exception], ...]:
@@ -82,8 +83,9 @@ def error_for_status(
     if status < 400:
         # An error event in a stream that had begun well (HTTP 200): the reply broke off
         # mid-way (the model overloaded, say); another attempt may finish it.
-        return ProviderUnavailable(f"{label}: the streamed reply failed: {detail}")
-    message = f"{label}: HTTP {status}: {detail}"
+        return ProviderUnavailable(redact(f"{label}: the streamed reply failed: {detail}"))
+    # A provider (or a proxy in front of it) may quote the request's credentials back.
+    message = redact(f"{label}: HTTP {status}: {detail}")
     if status == 429:
         return RateLimited(message, retry_after=retry_after_seconds(headers))
     # Only these may succeed when sent again unchanged (the rule every Temporal LLM sample uses).
@@ -101,7 +103,7 @@ def error_for_status(
 
 def unreachable(label: str, exc: Exception) -> ProviderUnavailable:
     """A connection error or timeout: no response at all, so worth another attempt."""
-    return ProviderUnavailable(f"{label}: {type(exc).__name__}: {exc}")
+    return ProviderUnavailable(redact(f"{label}: {type(exc).__name__}: {exc}"))
 
 
 def _number(raw: str | None) -> float | None:

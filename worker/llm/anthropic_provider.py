@@ -81,10 +81,12 @@ class AnthropicProvider:
             else:
                 reply = await self._streamed(params, deltas)
         except anthropic.APIError as exc:
-            raise map_anthropic_error(self._label, exc) from exc
+            # Not chained: the SDK's error holds the whole response, credentials it
+            # quotes included; the mapped one says what matters, redacted.
+            raise map_anthropic_error(self._label, exc) from None
         except TRANSPORT_ERRORS as exc:
             # The connection broke while the reply streamed (the SDK passes that on as is).
-            raise unreachable(self._label, exc) from exc
+            raise unreachable(self._label, exc) from None
         except Exception as exc:
             # On Vertex the SDK resolves Application Default Credentials on the first request.
             raise_google_auth_error(self._label, exc)

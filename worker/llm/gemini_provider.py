@@ -136,9 +136,11 @@ class GeminiProvider:
             else:
                 reply = await self._streamed(selection.model, contents, config, turn, deltas)
         except genai_errors.APIError as exc:
-            raise map_gemini_error(self._label, exc) from exc
+            # Not chained: the SDK's error holds the whole response, credentials it
+            # quotes included; the mapped one says what matters, redacted.
+            raise map_gemini_error(self._label, exc) from None
         except TRANSPORT_ERRORS as exc:
-            raise unreachable(self._label, exc) from exc
+            raise unreachable(self._label, exc) from None
         except Exception as exc:
             raise_google_auth_error(self._label, exc)
         return LlmCallResult(

@@ -92,10 +92,12 @@ class OpenAIProvider:
             else:
                 message, usage = await self._streamed(params, deltas)
         except openai.APIError as exc:
-            raise map_openai_error(self._label, exc) from exc
+            # Not chained: the SDK's error holds the whole response, credentials it
+            # quotes included; the mapped one says what matters, redacted.
+            raise map_openai_error(self._label, exc) from None
         except TRANSPORT_ERRORS as exc:
             # The connection broke while the reply streamed (the SDK passes that on as is).
-            raise unreachable(self._label, exc) from exc
+            raise unreachable(self._label, exc) from None
         return LlmCallResult(
             message=message, usage=usage, provider=self._settings.name, model=selection.model
         )
