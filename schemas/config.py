@@ -89,6 +89,8 @@ class KafkaTopics(StrictModel):
     events: str = "agent.events"
     approvals: str = "agent.approvals"
     dlq: str = "agent.dlq"
+    # `agent.llm.delta` events of tasks that stream (contract v1.1, "Streaming").
+    deltas: str = "agent.deltas"
 
 
 class KafkaSettings(StrictModel):
@@ -149,6 +151,7 @@ class NatsSubjects(StrictModel):
     events: str = "agent.events"
     approvals: str = "agent.approvals"
     dlq: str = "agent.dlq"
+    deltas: str = "agent.deltas"
 
 
 class NatsStreams(StrictModel):
@@ -157,6 +160,7 @@ class NatsStreams(StrictModel):
     events: str = "AGENT_EVENTS"
     approvals: str = "AGENT_APPROVALS"
     dlq: str = "AGENT_DLQ"
+    deltas: str = "AGENT_DELTAS"
 
 
 class NatsSettings(StrictModel):
@@ -410,6 +414,18 @@ class ExecutorSettings(StrictModel):
         description="Token budget (input + output, all turns) of a task that sets none; "
         "null: no budget.",
     )
+    stream: bool = Field(
+        default=False,
+        description="Publish `agent.llm.delta` events as the model writes, for requests that "
+        'do not say (`"stream": true|false`); deltas go to their own destination '
+        "(`bus.kafka.topics.deltas`, `bus.nats.subjects.deltas`).",
+    )
+    delta_interval_seconds: float = Field(
+        default=0.05,
+        ge=0,
+        description="At most one delta event per fragment kind this often, so a fast model "
+        "does not become thousands of messages; the first fragment of a call goes out at once.",
+    )
 
 
 class WorkerSettings(StrictModel):
@@ -448,6 +464,9 @@ class ScriptedTurn(StrictModel):
     # Raise `error` only on the first N attempts of this call, then reply with the turn's text
     # and tool calls: a failure that a retry heals. None: every attempt fails.
     error_attempts: int | None = Field(default=None, ge=1)
+    # Streaming: the pause before each fragment (a word of text, a piece of arguments), to
+    # play a model that writes at a human pace.
+    chunk_delay_seconds: float = Field(default=0, ge=0)
 
 
 class FallbackTarget(StrictModel):

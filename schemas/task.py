@@ -28,6 +28,8 @@ class EventRoute(BaseModel):
     events_destination: str
     approvals_destination: str
     approval_replies_destination: str
+    # Where `agent.llm.delta` events go; None (tasks started before streaming): nowhere.
+    deltas_destination: str | None = None
     traceparent: str | None = None
     tracestate: str | None = None
 
@@ -113,6 +115,14 @@ class LlmCallInput(BaseModel):
     system_prompt: str | None = None
     messages: list[ChatMessage]
     tools: list[ToolSpec] = Field(default_factory=list)
+    # Streaming: call the provider's streaming API and publish `agent.llm.delta` events to
+    # `route.deltas_destination` as fragments arrive (never through the workflow's history).
+    stream: bool = False
+    iteration: int = 0
+    # Added to the activity's attempt in the deltas' `attempt`: a fallback call (a new
+    # activity, counting attempts from 1 again) must not reuse the ids of earlier attempts.
+    attempt_offset: int = 0
+    route: EventRoute | None = None
 
 
 class LlmCallResult(BaseModel):
@@ -164,6 +174,8 @@ class TaskPlan(BaseModel):
     max_tool_errors: int = 3
     max_parallel_tools: int = 8
     max_total_tokens: int | None = None
+    # Publish `agent.llm.delta` events (the request's `stream`, else config's default).
+    stream: bool = False
     # A problem with the request that config reveals (an unknown tool): fail the task.
     error: ErrorInfo | None = None
 

@@ -175,6 +175,7 @@ class TaskService:
             events_destination=reply_to or transport.events_destination(task_id),
             approvals_destination=reply_to or transport.approvals_destination(task_id),
             approval_replies_destination=transport.approval_replies_destination(task_id),
+            deltas_destination=transport.deltas_destination(task_id),
             traceparent=traceparent,
             tracestate=tracestate,
         )

@@ -127,6 +127,7 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
             tools=args.tools,
             require_approval=args.require_approval,
             follow=args.follow,
+            stream=args.stream,
         )
     if command == "approve":
         return await commands.approve(
@@ -205,6 +206,13 @@ def _parser() -> argparse.ArgumentParser:
         "--require-approval", action="store_true", help="every tool call needs approval"
     )
     send.add_argument("--follow", action="store_true", help="print the task's events until it ends")
+    send.add_argument(
+        "--stream",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="ask for agent.llm.delta events (default: with --follow, printing the text as "
+        "it streams; else config's executor.stream)",
+    )
 
     approve = sub.add_parser("approve", help="reply to an approval request")
     approve.add_argument("task_id")

@@ -17,6 +17,7 @@ from temporal_executor.bus_client import (
     approval_reply_event,
     cancel_event,
     default_approver,
+    merged,
     print_until_done,
     request_event,
     task_events,
@@ -162,6 +163,7 @@ async def send(
     tools: list[str] | None = None,
     require_approval: bool = False,
     follow: bool = False,
+    stream: bool | None = None,
 ) -> int:
     selection = None
     if provider or model:
@@ -175,6 +177,8 @@ async def send(
         llm=selection,
         tools=tools,
         require_approval=require_approval,
+        # Following, the model's words are printed as they come (unless asked not to).
+        stream=stream if stream is not None else (True if follow else None),
     )
     event = request_event(request)
     async with _connected(settings) as transport:
@@ -182,10 +186,11 @@ async def send(
             await transport.publish(transport.requests_destination(task_id), event)
             print(f"sent {EventType.EXECUTION_REQUESTED} for task {task_id}")
             return 0
-        async with transport.watch(
-            transport.events_destination(task_id), from_start=False
-        ) as watched:
-            return await _follow(settings, transport, event, task_id, watched)
+        async with (
+            transport.watch(transport.events_destination(task_id), from_start=False) as watched,
+            transport.watch(transport.deltas_destination(task_id), from_start=False) as deltas,
+        ):
+            return await _follow(settings, transport, event, task_id, watched, deltas)
 
 
 async def _follow(
@@ -194,11 +199,12 @@ async def _follow(
     event: CloudEvent,
     task_id: str,
     watched: AsyncIterator[object],
+    deltas: AsyncIterator[object],
 ) -> int:
     await transport.publish(transport.requests_destination(task_id), event)
     print(f"sent {EventType.EXECUTION_REQUESTED} for task {task_id}; following its events")
     terminal = await print_until_done(
-        task_events(transport, task_id, watched),
+        merged(task_events(transport, task_id, watched), task_events(transport, task_id, deltas)),
         sys.stdout,
         lambda t, a: approve_hint(settings, t, a),
     )

@@ -62,3 +62,13 @@ async def test_timeline_prints_every_step_of_a_one_turn_task(
         assert label in text, text
     assert "started event received" in text
     assert "completed event received" in text
+
+
+async def test_streaming_benchmark_prints_time_to_first_token(
+    embedded_stack: EmbeddedStack, tmp_path: Path
+) -> None:
+    text = await run_module(
+        embedded_stack, tmp_path, "bench.streaming", "--bus", "nats", "--samples", "2"
+    )
+    for label in ("time to first token", "model's own time to first chunk", "delta events"):
+        assert f"| {label}" in text, text

@@ -32,6 +32,7 @@ from temporal_executor.schemas.task import (
     ToolCallResult,
 )
 from temporal_executor.worker.activity_declarations import AgentActivityDeclarations
+from temporal_executor.worker.deltas import DeltaPublisher
 from temporal_executor.worker.errors import WorkerError
 from temporal_executor.worker.instrumentation import llm_call, tool_call
 from temporal_executor.worker.llm.registry import ProviderRegistry
@@ -73,6 +74,7 @@ class AgentActivities(AgentActivityDeclarations):
         self._providers = providers
         self._tools = tools
         self._publisher = publisher
+        self._deltas = DeltaPublisher(publisher, executor.delta_interval_seconds)
 
     @activity.defn(name="plan_task")
     async def plan_task(self, request: ExecutionRequested) -> TaskPlan:
@@ -140,6 +142,7 @@ class AgentActivities(AgentActivityDeclarations):
             ),
             max_parallel_tools=executor.max_parallel_tools,
             max_total_tokens=request.max_total_tokens or executor.max_total_tokens,
+            stream=executor.stream if request.stream is None else request.stream,
             error=error,
         )
 
@@ -153,7 +156,9 @@ class AgentActivities(AgentActivityDeclarations):
     async def call_llm(self, call: LlmCallInput) -> LlmCallResult:
         try:
             provider = self._providers.get(call.selection.provider)
-            result: LlmCallResult = await _heartbeating(provider.complete(call))
+            # Streaming: fragments go out as `agent.llm.delta` events as they come.
+            async with self._deltas.sink_for(call) as deltas:
+                result: LlmCallResult = await _heartbeating(provider.complete(call, deltas))
         except WorkerError as exc:
             raise to_application_error(exc) from exc
         content, truncated = truncate_text(result.message.content, self._executor.max_result_bytes)

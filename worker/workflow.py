@@ -222,6 +222,7 @@ class AgentExecutionWorkflow:
             else None
         )
         while True:
+            position = len(plan.fallbacks) + 1 - len(selections)
             selection = selections.pop(0)
             call = LlmCallInput(
                 task_id=self._request.task_id,
@@ -229,6 +230,11 @@ class AgentExecutionWorkflow:
                 system_prompt=self._request.system_prompt,
                 messages=self._messages,
                 tools=plan.tools,
+                stream=plan.stream,
+                iteration=self._iteration,
+                # A fallback's attempts number on from the earlier selections'.
+                attempt_offset=position * plan.llm_max_attempts,
+                route=self._task.route if plan.stream else None,
             )
             self._check_payload_size("the conversation sent to the LLM", call)
             try:
