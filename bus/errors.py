@@ -22,6 +22,11 @@ class TransportError(BusError):
     """The bus failed in a way a retry may fix (connection lost, broker unavailable)."""
 
 
+class TransportConfigError(TransportError):
+    """The transport's security settings cannot work (a credential missing, refused, a
+    certificate that does not load): fix config; retrying will not help."""
+
+
 class DeadLetterReason:
     """The `dlq_reason` header values; on NATS also the last token of the DLQ subject."""
 
@@ -32,5 +37,7 @@ class DeadLetterReason:
     UNKNOWN_APPROVAL = "unknown-approval"
     TASK_NOT_RUNNING = "task-not-running"
     APPROVER_NOT_ALLOWED = "approver-not-allowed"
+    # An approval reply without the valid signature config requires (contract v1.1).
+    INVALID_SIGNATURE = "invalid-signature"
     # The bridge failed on this message several times for a reason it could not classify.
     INTERNAL_ERROR = "internal-error"

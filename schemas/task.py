@@ -36,6 +36,8 @@ class ApprovalPolicy(BaseModel):
     """Which of a task's tools need a human's approval, and what happens when nobody answers."""
 
     tools: list[str] = Field(default_factory=list)
+    # Who may approve each tool's calls (groups expanded); a tool not here: anyone.
+    approvers: dict[str, list[str]] = Field(default_factory=dict)
     timeout_seconds: float = 3600
     approve_on_timeout: bool = False
 
@@ -59,6 +61,11 @@ class PendingApproval(BaseModel):
     approval_id: str
     tool_call: ToolCall
     expires_at: datetime
+    # Who may answer it (from the task's plan); None: anyone.
+    approvers: list[str] | None = None
+
+    def allows(self, approver: str | None) -> bool:
+        return self.approvers is None or approver in self.approvers
 
 
 class TaskStatus(BaseModel):

@@ -8,8 +8,9 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from temporal_executor.bus.codec import encode_nats
 from temporal_executor.bus.factory import create_transport
 from temporal_executor.bus.transport import Transport
 from temporal_executor.bus_client import (
@@ -23,7 +24,7 @@ from temporal_executor.bus_client import (
 from temporal_executor.dev.embedded_stack import EmbeddedStackError
 from temporal_executor.dev.stack import DevPorts
 from temporal_executor.processes import stop_on_signals
-from temporal_executor.schemas.cloudevent import CloudEvent
+from temporal_executor.schemas.cloudevent import APPROVALSIG_EXTENSION, CloudEvent
 from temporal_executor.schemas.config import Settings
 from temporal_executor.schemas.event_types import EventType
 from temporal_executor.schemas.requests import (
@@ -33,6 +34,9 @@ from temporal_executor.schemas.requests import (
     ModelSelection,
 )
 from temporal_executor.telemetry.process import observed
+
+if TYPE_CHECKING:
+    from temporal_executor.signing import ReplySigner
 
 DEMO_MESSAGE = "Work out 6 * 7 and save a note about it."
 
@@ -202,20 +206,49 @@ async def _follow(
 
 
 async def approve(
-    settings: Settings, task_id: str, approval_id: str, *, approved: bool, reason: str | None
+    settings: Settings,
+    task_id: str,
+    approval_id: str,
+    *,
+    approved: bool,
+    reason: str | None,
+    approver: str | None = None,
+    signer: "ReplySigner | None" = None,
 ) -> int:
     reply = ApprovalReplied(
         task_id=task_id,
         approval_id=approval_id,
         approved=approved,
-        approver=default_approver(),
+        approver=approver or default_approver(),
         reason=reason,
     )
+    event = approval_reply_event(reply)
+    if signer is not None:
+        event = signer.signed(event, reply)
     async with _connected(settings) as transport:
         destination = transport.approval_replies_destination(task_id)
-        await transport.publish(destination, approval_reply_event(reply))
+        await transport.publish(destination, event)
     verdict = "approved" if approved else "denied"
-    print(f"{verdict} {approval_id} of task {task_id} (sent to {destination})")
+    signed = f", signed {signer.algorithm} as {reply.approver}" if signer is not None else ""
+    print(f"{verdict} {approval_id} of task {task_id} (sent to {destination}{signed})")
+    return 0
+
+
+def sign_approval(
+    reply: ApprovalReplied, signer: "ReplySigner", *, event_id: str | None, whole_event: bool
+) -> int:
+    """Print the `approvalsig` of a reply (or the whole signed reply, structured mode)."""
+    event = approval_reply_event(reply)
+    if event_id is not None:
+        event = event.model_copy(update={"id": event_id})
+    signed = signer.signed(event, reply)
+    if whole_event:
+        # Structured mode: one line that kcat or nats publishes as it is.
+        print(encode_nats(signed, "structured").value.decode())
+        return 0
+    if event_id is None:
+        print(f"the reply's event id must be {event.id}", file=sys.stderr)
+    print(signed.extensions[APPROVALSIG_EXTENSION])
     return 0
 
 

@@ -9,7 +9,7 @@ ones are retried by Temporal.
 
 import asyncio
 import json
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
@@ -62,10 +62,13 @@ class AgentActivities(AgentActivityDeclarations):
         providers: ProviderRegistry,
         tools: ToolRegistry,
         publisher: EventPublisher,
+        approvers_for: Callable[[str], list[str] | None] = lambda _tool: None,
         max_payload_bytes: int | None = None,
     ) -> None:
         self._max_payload_bytes = max_payload_bytes
         self._executor = executor
+        # Who may approve a tool's calls (`Settings.approvers_for`); None: anyone.
+        self._approvers_for = approvers_for
         self._llm = llm
         self._providers = providers
         self._tools = tools
@@ -114,6 +117,11 @@ class AgentActivities(AgentActivityDeclarations):
             tools=specs,
             approval=ApprovalPolicy(
                 tools=approval_needed,
+                approvers={
+                    name: approvers
+                    for name in approval_needed
+                    if (approvers := self._approvers_for(name)) is not None
+                },
                 timeout_seconds=executor.approval_timeout_seconds,
                 approve_on_timeout=executor.approve_on_timeout,
             ),

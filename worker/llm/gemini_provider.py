@@ -63,18 +63,20 @@ GENERATED_ID_PREFIX = "gemini-"
 
 def _transport_errors() -> tuple[type[Exception], ...]:
     """Connection errors and timeouts of whichever HTTP library google-genai runs on
-    (httpx2 or httpx; aiohttp for async calls when it is installed, as temporalio[aioboto3]
-    installs it), which it raises as they are."""
+    (httpx2 or httpx; aiohttp whenever it is installed, e.g. with aioboto3 for S3 payload
+    storage), which it raises as they are."""
     found: list[type[Exception]] = []
-    for name, error in [
-        ("httpx2", "TransportError"),
-        ("httpx", "TransportError"),
-        ("aiohttp", "ClientConnectionError"),
-    ]:
+    for module, name in (("httpx2", "TransportError"), ("httpx", "TransportError")):
         try:
-            found.append(getattr(importlib.import_module(name), error))
+            found.append(getattr(importlib.import_module(module), name))
         except ImportError:  # pragma: no cover - depends on what else is installed
             continue
+    try:
+        import aiohttp
+
+        found += [aiohttp.ClientConnectionError, aiohttp.ServerTimeoutError]
+    except ImportError:  # pragma: no cover - depends on what else is installed
+        pass
     return tuple(found)
 
 
@@ -146,9 +148,11 @@ class GeminiProvider:
                 model=selection.model, contents=to_gemini_contents(call.messages), config=config
             )
         except genai_errors.APIError as exc:
-            raise map_gemini_error(self._label, exc) from exc
+            # Not chained: the SDK's error holds the whole response, credentials it
+            # quotes included; the mapped one says what matters, redacted.
+            raise map_gemini_error(self._label, exc) from None
         except _TRANSPORT_ERRORS as exc:
-            raise unreachable(self._label, exc) from exc
+            raise unreachable(self._label, exc) from None
         except Exception as exc:
             raise_google_auth_error(self._label, exc)
         turn = sum(1 for message in call.messages if message.role == "assistant")
