@@ -22,6 +22,11 @@ class TransportError(BusError):
     """The bus failed in a way a retry may fix (connection lost, broker unavailable)."""
 
 
+class TransportConfigError(TransportError):
+    """The transport's security settings cannot work (a credential missing, refused, a
+    certificate that does not load): fix config; retrying will not help."""
+
+
 class DeadLetterReason:
     """The `dlq_reason` header values; on NATS also the last token of the DLQ subject."""
 

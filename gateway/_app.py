@@ -22,6 +22,7 @@ from a2a.types.a2a_pb2 import (
 from a2a.utils.constants import AGENT_CARD_WELL_KNOWN_PATH, PROTOCOL_VERSION_1_0, TransportProtocol
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.exceptions import HTTPException
@@ -29,6 +30,7 @@ from starlette.routing import Route
 
 from temporal_executor.gateway._a2a import TaskRequestHandler
 from temporal_executor.gateway._a2a_http import cached_card, json_only
+from temporal_executor.gateway._codec import CODEC_REQUEST_HEADERS, codec_router
 from temporal_executor.gateway._errors import GatewayError, http_answer
 from temporal_executor.gateway._hitl import HITL_EXTENSION_URI
 from temporal_executor.gateway._middleware import BearerAuth, EchoExtensions
@@ -37,6 +39,7 @@ from temporal_executor.gateway._rest import TaskRoutes, request_schemas
 from temporal_executor.gateway._streams import TaskStreams
 from temporal_executor.schemas.config import Settings
 from temporal_executor.tasks.errors import TaskError, TemporalUnavailable
+from temporal_executor.tasks.payload_encryption import encryption_codec
 from temporal_executor.tasks.service import TaskService
 from temporal_executor.telemetry.temporal_sdk import exposition
 from temporal_executor.telemetry.tracing import exporting, tracer_provider
@@ -64,6 +67,9 @@ def create_app(
     )
     routes = TaskRoutes(tasks, streams, max_body_bytes=settings.bus.max_message_bytes)
     app.include_router(routes.router())
+    codec = encryption_codec(settings.temporal.encryption)
+    if codec is not None:
+        app.include_router(codec_router(codec))
 
     @app.get("/healthz", tags=["health"], summary="The process is up")
     async def healthz() -> Health:
@@ -118,7 +124,17 @@ def create_app(
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_middleware(EchoExtensions, supported=frozenset({HITL_EXTENSION_URI}))
     if token is not None:
-        app.add_middleware(BearerAuth, token=token)  # outermost: before anything else runs
+        app.add_middleware(BearerAuth, token=token)
+    if codec is not None and settings.gateway.codec_cors_origins:
+        # Outside the bearer check: a browser's preflight carries no token. It only asks
+        # whether the UI's origin may call; the call itself still passes the bearer check.
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.gateway.codec_cors_origins,
+            allow_methods=["POST"],
+            allow_headers=list(CODEC_REQUEST_HEADERS),
+            allow_credentials=True,
+        )
     if exporting():
         # A server span per call (named by route, continuing the caller's `traceparent`);
         # a task started under it carries the trace into its workflow and events.

@@ -25,6 +25,14 @@ class GatewayError(Exception):
         self.message = message
 
 
+class InvalidCodecRequest(GatewayError):
+    """A codec call the gateway cannot answer: not Temporal payloads, or a payload no
+    configured key decrypts (the message says which key it names)."""
+
+    status = 400
+    code = "invalid_request"
+
+
 class PayloadTooLarge(GatewayError):
     """The body is over `bus.max_message_bytes`, the limit a bus request has too."""
 

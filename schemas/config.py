@@ -16,12 +16,70 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class TlsSettings(StrictModel):
+    """TLS to a server: the CA that signed its certificate (None: the system's CAs), and a
+    client certificate and key for mutual TLS. Files in PEM."""
+
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    # The name to check the server's certificate against; None: the host connected to.
+    server_name: str | None = None
+
+    @model_validator(mode="after")
+    def _cert_with_key(self) -> "TlsSettings":
+        if (self.cert_file is None) != (self.key_file is None):
+            msg = "tls: cert_file and key_file go together (a client certificate and its key)"
+            raise ValueError(msg)
+        return self
+
+
+class EncryptionKeySettings(StrictModel):
+    """One AES-256 key: 32 bytes, base64 or hex, from a variable or a file."""
+
+    # Written into every payload it encrypts, so a payload finds its key after a rotation.
+    id: str = Field(pattern=r"^[A-Za-z0-9._-]{1,64}$")
+    env: str | None = None
+    file: str | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "EncryptionKeySettings":
+        if (self.env is None) == (self.file is None):
+            msg = f"encryption key {self.id!r}: set exactly one of env, file"
+            raise ValueError(msg)
+        return self
+
+
+class PayloadEncryptionSettings(StrictModel):
+    """AES-256-GCM encryption of every payload this service gives Temporal (workflow and
+    activity inputs and results, updates, queries, failure messages and stack traces)."""
+
+    enabled: bool = False
+    # Newest first: the first key encrypts, every key decrypts. Rotate by putting a new
+    # key first and keeping the old ones as long as histories encrypted with them live.
+    keys: list[EncryptionKeySettings] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _keys_when_enabled(self) -> "PayloadEncryptionSettings":
+        if self.enabled and not self.keys:
+            msg = "temporal.encryption.enabled needs at least one key in temporal.encryption.keys"
+            raise ValueError(msg)
+        ids = [key.id for key in self.keys]
+        if duplicates := sorted({i for i in ids if ids.count(i) > 1}):
+            msg = f"temporal.encryption.keys: duplicate ids {duplicates}"
+            raise ValueError(msg)
+        return self
+
+
 class TemporalSettings(StrictModel):
     host_port: str = "localhost:7233"
     namespace: str = "default"
     task_queue: str = "agent-executor"
+    # Temporal Cloud API key (implies TLS), from this variable.
     api_key_env: str | None = None
-    tls: bool = False
+    # true: TLS with the system's CAs; a mapping: its CA and, for mTLS, a client certificate.
+    tls: bool | TlsSettings = False
+    encryption: PayloadEncryptionSettings = Field(default_factory=PayloadEncryptionSettings)
 
 
 class KafkaTopics(StrictModel):
@@ -40,7 +98,9 @@ class KafkaSettings(StrictModel):
     # How long a fetch may wait for data: the consumer's latency on an idle topic.
     fetch_max_wait_ms: int = Field(default=100, ge=1)
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
-    sasl_mechanism: str | None = None
+    # SSL and SASL_SSL: the CA (None: the system's) and a client certificate for mTLS.
+    tls: TlsSettings = Field(default_factory=TlsSettings)
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
     sasl_username_env: str | None = None
     sasl_password_env: str | None = None
     # Partitions for topics the service creates when they are missing.
@@ -62,6 +122,20 @@ class KafkaSettings(StrictModel):
     def _heartbeat_within_session(self) -> "KafkaSettings":
         if self.heartbeat_interval_ms >= self.session_timeout_ms:
             msg = "bus.kafka.heartbeat_interval_ms must be less than session_timeout_ms"
+            raise ValueError(msg)
+        return self
+
+    @model_validator(mode="after")
+    def _security_fits_the_protocol(self) -> "KafkaSettings":
+        protocol = self.security_protocol
+        if self.tls != TlsSettings() and not protocol.endswith("SSL"):
+            msg = f"bus.kafka.tls is set but security_protocol {protocol} does not use TLS"
+            raise ValueError(msg)
+        if self.tls.server_name is not None:
+            msg = "bus.kafka.tls.server_name: Kafka clients check the broker's advertised name"
+            raise ValueError(msg)
+        if (self.sasl_mechanism is not None) != protocol.startswith("SASL_"):
+            msg = f"bus.kafka: security_protocol {protocol} and sasl_mechanism go together"
             raise ValueError(msg)
         return self
 
@@ -87,12 +161,34 @@ class NatsStreams(StrictModel):
 class NatsSettings(StrictModel):
     enabled: bool = True
     url: str = "nats://localhost:4222"
+    # true: TLS with the system's CAs (as a `tls://` URL); a mapping: its CA and, for
+    # mutual TLS, a client certificate.
+    tls: bool | TlsSettings = False
+    # Credentials, at most one kind: a user and the variable holding its password; the
+    # variable holding a token; an NKey seed file; a `.creds` file (JWT and seed, as
+    # `nsc` writes it).
+    user: str | None = None
+    password_env: str | None = None
+    token_env: str | None = None
+    nkey_seed_file: str | None = None
+    creds_file: str | None = None
     durable: str = "temporal-executor-bridge"
     create_streams: bool = True
     # How long JetStream waits for an ack before redelivering a message.
     ack_wait_seconds: float = Field(default=30, gt=0)
     subjects: NatsSubjects = Field(default_factory=NatsSubjects)
     streams: NatsStreams = Field(default_factory=NatsStreams)
+
+    @model_validator(mode="after")
+    def _one_kind_of_credentials(self) -> "NatsSettings":
+        if (self.user is None) != (self.password_env is None):
+            msg = "bus.nats: user and password_env go together"
+            raise ValueError(msg)
+        kinds = [self.user, self.token_env, self.nkey_seed_file, self.creds_file]
+        if sum(kind is not None for kind in kinds) > 1:
+            msg = "bus.nats: set at most one of user, token_env, nkey_seed_file, creds_file"
+            raise ValueError(msg)
+        return self
 
 
 class BusSettings(StrictModel):
@@ -141,6 +237,11 @@ class GatewaySettings(StrictModel):
     # The URL callers reach the gateway at, named in the A2A agent card; unset: the URL of
     # the request that fetched the card.
     public_url: str | None = None
+    # Browser origins allowed to call the codec endpoint (`/codec`, served when
+    # temporal.encryption is on): the Temporal UI's.
+    codec_cors_origins: list[str] = Field(
+        default_factory=lambda: ["http://localhost:8233", "http://127.0.0.1:8233"]
+    )
     # The A2A agent card's name and description.
     agent_name: str = "temporal-executor"
     agent_description: str = (

@@ -283,6 +283,10 @@ class TaskService:
             msg = f"approval for task {task_id}: no worker answered in time"
             raise TemporalUnavailable(msg) from exc
         except RPCError as exc:
+            # An update to a workflow that has just closed is NOT_FOUND too: the task exists.
+            if exc.status == RPCStatusCode.NOT_FOUND and await self._exists(task_id):
+                msg = f"task {task_id} is not running: it has ended"
+                raise TaskNotRunning(msg) from exc
             raise classify_rpc_error(exc, task_id) from exc
         log.info(
             "approval reply applied" if outcome.applied else "approval reply ignored",
@@ -407,6 +411,16 @@ class TaskService:
         except RPCError as exc:
             raise classify_rpc_error(exc, "*") from exc
         return counted.count
+
+    async def _exists(self, task_id: str) -> bool:
+        handle = self.client.get_workflow_handle(workflow_id_for(task_id))
+        try:
+            await handle.describe(rpc_timeout=self._rpc_timeout)
+        except RPCError as exc:
+            if exc.status == RPCStatusCode.NOT_FOUND:
+                return False
+            raise classify_rpc_error(exc, task_id) from exc
+        return True
 
     async def _is_running(self, task_id: str) -> bool:
         handle = self.client.get_workflow_handle(workflow_id_for(task_id))

@@ -5,14 +5,17 @@ import dataclasses
 import logging
 import os
 from datetime import timedelta
+from pathlib import Path
+from typing import Any
 
 from temporalio.api.workflowservice.v1 import GetSystemInfoRequest
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.converter import DataConverter
-from temporalio.service import RPCError
+from temporalio.converter import DataConverter, DefaultFailureConverterWithEncodedAttributes
+from temporalio.service import RPCError, TLSConfig
 
-from temporal_executor.schemas.config import Settings
+from temporal_executor.schemas.config import Settings, TlsSettings
+from temporal_executor.tasks.payload_encryption import encryption_codec
 from temporal_executor.tasks.payload_storage import external_storage
 from temporal_executor.telemetry.tracing import temporal_interceptors
 
@@ -21,28 +24,74 @@ log = logging.getLogger(__name__)
 
 def data_converter(settings: Settings) -> DataConverter:
     """How every process of the project turns values into Temporal payloads and back: the
-    one place to extend (a payload codec goes in `payload_codec`; the SDK runs it before
-    External Storage, so a payload is encoded before it leaves the process)."""
+    one place to extend. Payloads are pydantic models from `schemas`; with
+    `temporal.encryption` on they are encrypted, and failure messages and stack traces move
+    into an encrypted payload too (Temporal keeps them in plain text otherwise). The SDK
+    runs the codec before External Storage, so a payload is encrypted before it leaves the
+    process."""
+    codec = encryption_codec(settings.temporal.encryption)
+    encrypted: dict[str, Any] = {}
+    if codec is not None:
+        encrypted = {
+            "payload_codec": codec,
+            "failure_converter_class": DefaultFailureConverterWithEncodedAttributes,
+        }
     return dataclasses.replace(
-        # Every payload is a pydantic model from `schemas`.
         pydantic_data_converter,
         external_storage=external_storage(settings.payload_storage),
+        **encrypted,
     )
 
 
 async def connect_temporal(settings: Settings) -> Client:
+    return await Client.connect(settings.temporal.host_port, **connect_options(settings))
+
+
+def connect_options(settings: Settings) -> dict[str, Any]:
+    """`Client.connect`'s arguments but the address: namespace, credentials, converter."""
     temporal = settings.temporal
-    api_key = os.environ.get(temporal.api_key_env) if temporal.api_key_env else None
-    return await Client.connect(
-        temporal.host_port,
-        namespace=temporal.namespace,
-        api_key=api_key,
-        tls=temporal.tls or bool(api_key),
-        data_converter=data_converter(settings),
+    api_key = None
+    if temporal.api_key_env is not None:
+        api_key = os.environ.get(temporal.api_key_env)
+        if not api_key:
+            msg = f"temporal.api_key_env names {temporal.api_key_env!r}, which is not set"
+            raise TemporalConfigError(msg)
+    return {
+        "namespace": temporal.namespace,
+        "api_key": api_key,
+        # An API key travels only over TLS (Temporal Cloud refuses it otherwise).
+        "tls": tls_config(temporal.tls) or api_key is not None,
+        "data_converter": data_converter(settings),
         # With tracing on: spans for starts, updates, workflows and activities, and the
         # trace context carried through Temporal (a worker gets it from this client too).
-        interceptors=temporal_interceptors(),
+        "interceptors": temporal_interceptors(),
+    }
+
+
+class TemporalConfigError(Exception):
+    """The Temporal connection settings cannot work (a credential or a file is missing)."""
+
+
+def tls_config(tls: bool | TlsSettings) -> TLSConfig | bool:
+    """What `Client.connect(tls=...)` takes: off, the system's CAs, or the configured files."""
+    if isinstance(tls, bool):
+        return tls
+    return TLSConfig(
+        server_root_ca_cert=_read(tls.ca_file),
+        domain=tls.server_name,
+        client_cert=_read(tls.cert_file),
+        client_private_key=_read(tls.key_file),
     )
+
+
+def _read(path: str | None) -> bytes | None:
+    if path is None:
+        return None
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        msg = f"temporal.tls: cannot read {path}: {exc}"
+        raise TemporalConfigError(msg) from exc
 
 
 async def temporal_problem(client: Client, host_port: str, seconds: float = 2.0) -> str | None:

@@ -47,6 +47,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(_run(args, settings))
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        if not _is_config_problem(exc):
+            raise
+        # Credentials or keys that cannot work: say which, without a traceback.
+        print(f"temporal-executor: {exc}", file=sys.stderr)
+        return 2
+
+
+def _is_config_problem(exc: Exception) -> bool:
+    # Imported here: the modules are loaded by the time they raise, and the CLI starts
+    # without temporalio.
+    from temporal_executor.bus.errors import TransportConfigError
+    from temporal_executor.tasks.payload_encryption import EncryptionError
+    from temporal_executor.tasks.temporal_connection import TemporalConfigError
+
+    return isinstance(exc, TransportConfigError | TemporalConfigError | EncryptionError)
 
 
 def _settings(args: argparse.Namespace) -> Settings:

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from temporal_executor.schemas.config import LoggingSettings
+from temporal_executor.worker.redaction import redact
 
 # Attributes every LogRecord has; anything else on a record came from `extra=`.
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
@@ -27,7 +28,7 @@ class JsonFormatter(logging.Formatter):
         entry.update(_extras(record))
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str)
+        return redact(json.dumps(entry, default=str))
 
 
 class TextFormatter(logging.Formatter):
@@ -36,7 +37,7 @@ class TextFormatter(logging.Formatter):
         line = f"{record.levelname:<7} {record.name}: {record.getMessage()} {extras}".rstrip()
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
-        return line
+        return redact(line)
 
 
 def _extras(record: logging.LogRecord) -> dict[str, Any]:

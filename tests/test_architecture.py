@@ -1,7 +1,7 @@
 """The layers hold: each package imports only the ones below it (README, "Layout").
 
-    schemas  ->  telemetry  ->  bus, tasks.temporal_connection  ->  tasks
-             ->  bridge, gateway, worker  ->  CLI
+    schemas  ->  telemetry  ->  bus, tasks.temporal_connection (+ payload_encryption)
+             ->  tasks  ->  bridge, gateway, worker  ->  CLI
 
 Read from the source with `ast`, so a lazy import inside a function counts as much as one
 at the top of a module. Checked: the installed package, i.e. the top-level folders and
@@ -32,8 +32,12 @@ ALLOWED: dict[str, frozenset[str]] = {
     "telemetry": frozenset({"schemas"}),
     "bus": frozenset({"schemas", "telemetry"}),
     # The Temporal connection helpers stand beside the bus: the worker uses them too.
-    "tasks.temporal_connection": frozenset({"schemas", "telemetry", "tasks.payload_storage"}),
+    # With them, what their data converter is made of: payload storage and encryption.
+    "tasks.temporal_connection": frozenset(
+        {"schemas", "telemetry", "tasks.payload_storage", "tasks.payload_encryption"}
+    ),
     "tasks.payload_storage": frozenset({"schemas"}),
+    "tasks.payload_encryption": frozenset({"schemas"}),
     "tasks": frozenset({"schemas", "telemetry", "bus"}),
     "bridge": frozenset({"schemas", "telemetry", "bus", "tasks"}),
     "gateway": frozenset({"schemas", "telemetry", "bus", "tasks"}),

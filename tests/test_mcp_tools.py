@@ -254,8 +254,10 @@ async def test_stdio_tool_result_reaches_the_model(mcp_service: ServiceHarness) 
     [
         # `require_approval: [whoami]` on the stdio server.
         ("whoami", {}, "calc__whoami", "stdio-user"),
-        # `require_approval: true` on the HTTP server; the header came from the environment.
-        ("remote-whoami", {}, "remote__whoami", "Bearer test-token"),
+        # `require_approval: true` on the HTTP server; the header came from the environment,
+        # and the server echoing it back gets the worker's redaction of its own credential
+        # ("anonymous" had it not been sent).
+        ("remote-whoami", {}, "remote__whoami", "[redacted]"),
         # Neither server asks for calc__add: the request does.
         ("add", {"require_approval": ["calc__add"]}, "calc__add", "5"),
     ],

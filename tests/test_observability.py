@@ -127,11 +127,17 @@ async def observed(
                 await until(http, f"{url}/readyz", lambda status: status == 200)
         yield Observed(harness, urls["bridge"], urls["worker"], collector)
     finally:
+        exit_codes: list[int | None] = []
         for process in processes:
-            assert await process.terminate() == 0
+            try:
+                exit_codes.append(await process.terminate())
+            except TimeoutError:  # it did not stop on SIGTERM: leave nothing running
+                await process.kill()
+                exit_codes.append(None)
         await harness.stop()
         collector.shutdown()
         collector.server_close()
+        assert exit_codes == [0, 0], "bridge and worker exit 0 on SIGTERM"
 
 
 async def until(http: httpx.AsyncClient, url: str, wanted: Callable[[int], bool]) -> httpx.Response:

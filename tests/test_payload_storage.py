@@ -12,10 +12,13 @@ from typing import Any
 
 import boto3
 import pytest
+from temporalio.api.common.v1 import Payload
 from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import WorkflowHistory
+from temporalio.converter import StorageDriverRetrieveContext, StorageDriverStoreContext
 
 from temporal_executor.dev.embedded_stack import EmbeddedStack
+from temporal_executor.dev.stack import with_local_payload_store
 from temporal_executor.schemas.cloudevent import CloudEvent
 from temporal_executor.schemas.config import (
     LocalPayloadStore,
@@ -26,7 +29,8 @@ from temporal_executor.schemas.config import (
     Settings,
 )
 from temporal_executor.schemas.event_types import EventType, workflow_id_for
-from temporal_executor.tasks.temporal_connection import connect_temporal
+from temporal_executor.tasks.payload_storage import LocalDirectoryDriver
+from temporal_executor.tasks.temporal_connection import connect_temporal, data_converter
 
 # The worker imports its MCP client when it starts; imported here already, that does not
 # block the event loop (seconds on a busy machine) while the test publishes its request.
@@ -192,3 +196,38 @@ async def test_without_storage_an_oversized_conversation_fails_and_does_not_hang
     # It stopped before the first call whose conversation is over 2 MB: the 12th, with 11
     # results of 200 kB.
     assert len(model.requests) == 11
+
+
+# -- configuration and the local driver, without servers ------------------------------
+
+
+def test_the_dev_stack_keeps_large_payloads_in_its_data_directory(tmp_path: Path) -> None:
+    dev = with_local_payload_store(Settings(), tmp_path)
+    assert dev.payload_storage.store == "local"
+    assert dev.payload_storage.local.directory == str(tmp_path / "payloads")
+
+    chosen = Settings(payload_storage=storage_settings("s3", tmp_path, "http://s3.local"))
+    assert with_local_payload_store(chosen, tmp_path) == chosen
+
+
+def test_config_chooses_the_store() -> None:
+    assert data_converter(Settings()).external_storage is None
+    with pytest.raises(ValueError, match=r"payload_storage\.s3\.bucket is required"):
+        PayloadStorageSettings(store="s3")
+    settings = Settings(payload_storage=PayloadStorageSettings(store="local", threshold_bytes=10))
+    storage = data_converter(settings).external_storage
+    assert storage is not None
+    assert storage.payload_size_threshold == 10
+    assert [d.name() for d in storage.drivers] == ["local-directory"]
+
+
+async def test_a_local_payload_changed_on_disk_is_refused(tmp_path: Path) -> None:
+    driver = LocalDirectoryDriver(LocalPayloadStore(directory=str(tmp_path)))
+    payload = Payload(metadata={"encoding": b"json/plain"}, data=b'"' + b"x" * 1000 + b'"')
+    (claim,) = await driver.store(StorageDriverStoreContext(), [payload])
+    assert await driver.retrieve(StorageDriverRetrieveContext(), [claim]) == [payload]
+
+    (tmp_path / claim.claim_data["path"]).write_bytes(b"tampered")
+
+    with pytest.raises(ValueError, match="does not match its reference"):
+        await driver.retrieve(StorageDriverRetrieveContext(), [claim])

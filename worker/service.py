@@ -24,6 +24,7 @@ from temporal_executor.worker.tools.registry import ToolRegistry, ToolSource
 from temporal_executor.worker.workflow import AgentExecutionWorkflow
 
 log = logging.getLogger(__name__)
+HEARTBEAT_THROTTLE = timedelta(seconds=2)
 
 
 def build_activities(
@@ -62,6 +63,9 @@ def build_worker(client: Client, settings: Settings, activities: AgentActivities
         ],
         # In-flight activities get this long to finish on SIGTERM before they are cancelled.
         graceful_shutdown_timeout=timedelta(seconds=settings.worker.graceful_shutdown_seconds),
+        # The SDK sends heartbeats at most every 80% of the heartbeat timeout: 8 of the LLM
+        # call's 10 s, so 2 s late on a busy host was a lost call. Every 2 s leaves 8.
+        max_heartbeat_throttle_interval=HEARTBEAT_THROTTLE,
         # The sandbox still checks every workflow call for determinism; passing modules
         # through instead of re-importing them for each workflow run took ~8 ms off a
         # task's first workflow task (docs/performance.md). Workflow code keeps no state

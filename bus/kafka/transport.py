@@ -14,12 +14,12 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError
-from aiokafka.helpers import create_ssl_context
 
 from temporal_executor.bus._base import BaseTransport
 from temporal_executor.bus._common import InFlight
+from temporal_executor.bus._tls import ssl_context
 from temporal_executor.bus.codec import EncodedMessage, decode_kafka, encode_kafka
-from temporal_executor.bus.errors import TransportError
+from temporal_executor.bus.errors import TransportConfigError, TransportError
 from temporal_executor.bus.kafka.consumer import KafkaConsumerLoop, KafkaDelivery
 from temporal_executor.bus.kafka.watch import KafkaWatch
 from temporal_executor.bus.transport import InboundMessage, MessageTooLarge, Watch
@@ -89,7 +89,7 @@ class KafkaTransport(BaseTransport[KafkaDelivery]):
             "security_protocol": kafka.security_protocol,
         }
         if kafka.security_protocol in ("SSL", "SASL_SSL"):
-            kwargs["ssl_context"] = create_ssl_context()
+            kwargs["ssl_context"] = ssl_context(kafka.tls, "bus.kafka.tls")
         if kafka.sasl_mechanism is not None:
             kwargs["sasl_mechanism"] = kafka.sasl_mechanism
             kwargs["sasl_plain_username"] = _env(kafka.sasl_username_env, "sasl_username_env")
@@ -225,11 +225,11 @@ class KafkaTransport(BaseTransport[KafkaDelivery]):
 def _env(name: str | None, key: str) -> str:
     if name is None:
         msg = f"bus.kafka.sasl_mechanism is set but bus.kafka.{key} is not"
-        raise TransportError(msg)
+        raise TransportConfigError(msg)
     value = os.environ.get(name)
     if value is None:
         msg = f"bus.kafka.{key} names {name!r}, which is not set in the environment"
-        raise TransportError(msg)
+        raise TransportConfigError(msg)
     return value
 
 

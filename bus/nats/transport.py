@@ -6,7 +6,12 @@ message. Consuming (`consumer.py`) starts with the first `consume()`. nats-py re
 by itself, forever; the consume loops log and back off meanwhile.
 """
 
+import asyncio
 import logging
+import os
+import ssl
+from pathlib import Path
+from typing import Any
 
 import nats
 import nats.errors
@@ -15,18 +20,20 @@ from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 
 from temporal_executor.bus._base import BaseTransport
+from temporal_executor.bus._tls import ssl_context
 from temporal_executor.bus.codec import EncodedMessage, decode_nats, encode_nats
-from temporal_executor.bus.errors import TransportError
+from temporal_executor.bus.errors import TransportConfigError, TransportError
 from temporal_executor.bus.nats.consumer import NatsConsumerLoops, NatsDelivery
 from temporal_executor.bus.nats.watch import NatsWatch
 from temporal_executor.bus.transport import InboundMessage, MessageTooLarge, Watch
 from temporal_executor.schemas.cloudevent import CloudEvent
-from temporal_executor.schemas.config import BusSettings
+from temporal_executor.schemas.config import BusSettings, NatsSettings, TlsSettings
 from temporal_executor.schemas.task import BusName
 
 log = logging.getLogger(__name__)
 
 CLIENT_NAME = "temporal-executor"
+CONNECT_ATTEMPT_SECONDS = 10.0
 
 
 class NatsTransport(BaseTransport[NatsDelivery]):
@@ -46,6 +53,7 @@ class NatsTransport(BaseTransport[NatsDelivery]):
         self._nc: NatsClient | None = None
         self._js: JetStreamContext | None = None
         self._consumers: NatsConsumerLoops | None = None
+        self._refusal: Exception | None = None  # why the server last turned us away
 
     @property
     def bus(self) -> BusName:
@@ -79,19 +87,34 @@ class NatsTransport(BaseTransport[NatsDelivery]):
         # nats-py applies max_reconnect_attempts to the first connection too, where -1 would
         # retry forever inside `connect`; so connect with few attempts (`_connecting` retries
         # until its deadline), and only then reconnect forever: the consume loops wait it out.
-        nc = await nats.connect(
-            self._nats.url,
-            name=CLIENT_NAME,
-            max_reconnect_attempts=1,
-            reconnect_time_wait=1,
-            error_cb=self._on_error,
-            disconnected_cb=self._on_disconnected,
-            reconnected_cb=self._on_reconnected,
-        )
+        options = connect_options(self._nats)
+        try:
+            # nats-py can hang after a failed TLS handshake: bound each attempt.
+            async with asyncio.timeout(CONNECT_ATTEMPT_SECONDS):
+                nc = await nats.connect(
+                    self._nats.url,
+                    name=CLIENT_NAME,
+                    max_reconnect_attempts=1,
+                    reconnect_time_wait=1,
+                    error_cb=self._on_error,
+                    disconnected_cb=self._on_disconnected,
+                    reconnected_cb=self._on_reconnected,
+                    **options,
+                )
+        except (nats.errors.Error, TimeoutError) as exc:
+            # nats-py reports why a server turned it away to `error_cb` and raises "no
+            # servers available": a refused login or TLS handshake is config, not an outage.
+            cause, self._refusal = self._refusal, None
+            if cause is not None:
+                msg = f"NATS at {self._nats.url} refused the connection: {cause}"
+                raise TransportConfigError(msg) from exc
+            raise
         nc.options["max_reconnect_attempts"] = -1
         return nc
 
     async def _on_error(self, exc: Exception) -> None:
+        if _is_refusal(exc):
+            self._refusal = exc
         log.warning("nats: %r", exc)
 
     async def _on_disconnected(self) -> None:
@@ -234,3 +257,46 @@ class NatsTransport(BaseTransport[NatsDelivery]):
 def _header_map(headers: list[tuple[str, bytes]]) -> dict[str, str] | None:
     # nats-py takes one string per header name; these came from NATS or from our codec.
     return {name: raw.decode("utf-8", "backslashreplace") for name, raw in headers} or None
+
+
+def connect_options(settings: NatsSettings) -> dict[str, Any]:
+    """The security part of `nats.connect`'s arguments: TLS and one kind of credentials."""
+    options: dict[str, Any] = {}
+    if isinstance(settings.tls, TlsSettings):
+        options["tls"] = ssl_context(settings.tls, "bus.nats.tls")
+        if settings.tls.server_name is not None:
+            options["tls_hostname"] = settings.tls.server_name
+    elif settings.tls:
+        options["tls"] = ssl_context(TlsSettings(), "bus.nats.tls")
+    if settings.user is not None:
+        options["user"] = settings.user
+        options["password"] = _env(settings.password_env, "password_env")
+    if settings.token_env is not None:
+        options["token"] = _env(settings.token_env, "token_env")
+    if settings.nkey_seed_file is not None:
+        options["nkeys_seed"] = _existing(settings.nkey_seed_file, "nkey_seed_file")
+    if settings.creds_file is not None:
+        options["user_credentials"] = _existing(settings.creds_file, "creds_file")
+    return options
+
+
+def _env(name: str | None, key: str) -> str:
+    value = os.environ.get(name or "")
+    if not value:
+        msg = f"bus.nats.{key} names {name!r}, which is not set in the environment"
+        raise TransportConfigError(msg)
+    return value
+
+
+def _existing(path: str, key: str) -> str:
+    if not Path(path).is_file():
+        msg = f"bus.nats.{key}: no file at {path}"
+        raise TransportConfigError(msg)
+    return path
+
+
+def _is_refusal(error: Exception) -> bool:
+    if isinstance(error, ssl.SSLError):  # an untrusted server, a missing client certificate
+        return True
+    text = str(error).lower()
+    return "authorization violation" in text or "authentication" in text

@@ -32,12 +32,32 @@ class DevPorts:
         return {"temporal": self.temporal, "kafka": self.kafka, "nats": self.nats}
 
 
+def ui_args(settings: Settings, ports: DevPorts) -> list[str]:
+    """The Temporal UI's flags: its port and, with encrypted payloads, the gateway's codec
+    endpoint, so the UI shows them decrypted."""
+    args = ["--ui-port", str(ports.ui)]
+    if settings.temporal.encryption.enabled:
+        args += ["--ui-codec-endpoint", f"http://127.0.0.1:{ports.gateway}/codec"]
+    return args
+
+
 def point_at_stack(settings: Settings, stack: EmbeddedStack) -> Settings:
     """The same settings, with every address taken from the running stack."""
     updated = settings.model_copy(deep=True)
     updated.temporal.host_port = stack.temporal_address
     updated.bus.kafka.bootstrap_servers = stack.kafka_bootstrap
     updated.bus.nats.url = stack.nats_url
+    return updated
+
+
+def with_local_payload_store(settings: Settings, data_dir: Path) -> Settings:
+    """Unless config names a store, the embedded stack keeps large payloads (README,
+    "Conversations of any size") in its data directory: one host, every process sees it."""
+    if settings.payload_storage.store != "none":
+        return settings
+    updated = settings.model_copy(deep=True)
+    updated.payload_storage.store = "local"
+    updated.payload_storage.local.directory = str(data_dir / "payloads")
     return updated
 
 
@@ -64,10 +84,13 @@ async def run_dev(
         data_dir=data_dir,
         headless=False,
         ports=ports.servers(),
-        extra_args={"temporal": ["--ui-port", str(ports.ui)]},
+        extra_args={"temporal": ui_args(settings, ports)},
     )
     async with stack:
-        settings = point_at_stack(settings, stack)
+        settings = with_local_payload_store(point_at_stack(settings, stack), data_dir)
+        if settings.temporal.encryption.enabled:
+            ui = [f"http://{host}:{ports.ui}" for host in ("127.0.0.1", "localhost")]
+            settings.gateway.codec_cors_origins += ui
         settings.gateway.host, settings.gateway.port = "127.0.0.1", ports.gateway
         gateway = GatewayServer(settings)
         await gateway.start()  # raises `CannotStart` (port taken) before anything else runs

@@ -20,6 +20,7 @@ from temporal_executor.worker.llm.errors import (
     ProviderUnavailable,
     RateLimited,
 )
+from temporal_executor.worker.redaction import redact
 
 # Provider error messages end up in events and logs; a whole HTML error page does not help.
 _MAX_DETAIL_CHARS = 500
@@ -58,7 +59,8 @@ def error_for_status(
     """Map one HTTP error response; `label` names the provider, e.g. "anthropic provider 'x'"."""
     if len(detail) > _MAX_DETAIL_CHARS:
         detail = detail[:_MAX_DETAIL_CHARS] + "…"
-    message = f"{label}: HTTP {status}: {detail}"
+    # A provider (or a proxy in front of it) may quote the request's credentials back.
+    message = redact(f"{label}: HTTP {status}: {detail}")
     if status == 429:
         return RateLimited(message, retry_after=retry_after_seconds(headers))
     # Only these may succeed when sent again unchanged (the rule every Temporal LLM sample uses).
@@ -76,7 +78,7 @@ def error_for_status(
 
 def unreachable(label: str, exc: Exception) -> ProviderUnavailable:
     """A connection error or timeout: no response at all, so worth another attempt."""
-    return ProviderUnavailable(f"{label}: {type(exc).__name__}: {exc}")
+    return ProviderUnavailable(redact(f"{label}: {type(exc).__name__}: {exc}"))
 
 
 def _number(raw: str | None) -> float | None:

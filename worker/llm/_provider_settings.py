@@ -5,6 +5,7 @@ import os
 from temporal_executor.schemas.config import ProviderSettings
 from temporal_executor.schemas.requests import ModelSelection
 from temporal_executor.worker.llm.errors import ModelNotFound, ProviderNotConfigured
+from temporal_executor.worker.redaction import remember
 
 
 def provider_label(settings: ProviderSettings) -> str:
@@ -30,7 +31,7 @@ def secret_from_env(settings: ProviderSettings, env: str, key: str) -> str:
             f"(llm.providers[].{key} names it)"
         )
         raise ProviderNotConfigured(msg)
-    return value
+    return remember(value)
 
 
 def check_model(settings: ProviderSettings, model: str) -> None:

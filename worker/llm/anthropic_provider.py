@@ -71,7 +71,9 @@ class AnthropicProvider:
                 timeout=_TIMEOUT,
             )
         except anthropic.APIError as exc:
-            raise map_anthropic_error(self._label, exc) from exc
+            # Not chained: the SDK's error holds the whole response, credentials it
+            # quotes included; the mapped one says what matters, redacted.
+            raise map_anthropic_error(self._label, exc) from None
         except Exception as exc:
             # On Vertex the SDK resolves Application Default Credentials on the first request.
             raise_google_auth_error(self._label, exc)

@@ -141,9 +141,11 @@ class GeminiProvider:
                 model=selection.model, contents=to_gemini_contents(call.messages), config=config
             )
         except genai_errors.APIError as exc:
-            raise map_gemini_error(self._label, exc) from exc
+            # Not chained: the SDK's error holds the whole response, credentials it
+            # quotes included; the mapped one says what matters, redacted.
+            raise map_gemini_error(self._label, exc) from None
         except _TRANSPORT_ERRORS as exc:
-            raise unreachable(self._label, exc) from exc
+            raise unreachable(self._label, exc) from None
         except Exception as exc:
             raise_google_auth_error(self._label, exc)
         turn = sum(1 for message in call.messages if message.role == "assistant")

@@ -78,7 +78,9 @@ class OpenAIProvider:
                 max_completion_tokens=max_tokens if max_tokens is not None else openai.omit,
             )
         except openai.APIError as exc:
-            raise map_openai_error(self._label, exc) from exc
+            # Not chained: the SDK's error holds the whole response, credentials it
+            # quotes included; the mapped one says what matters, redacted.
+            raise map_openai_error(self._label, exc) from None
         return LlmCallResult(
             message=self._assistant_message(reply),
             usage=_usage(reply),

@@ -45,6 +45,7 @@ from mcp.client.streamable_http import streamable_http_client
 from temporal_executor.schemas.config import McpServerSettings, ToolSettings
 from temporal_executor.schemas.conversation import ToolSpec
 from temporal_executor.worker.errors import ToolError
+from temporal_executor.worker.redaction import redact_known, redact_known_in, remember
 from temporal_executor.worker.tools.registry import Tool
 
 log = logging.getLogger(__name__)
@@ -198,9 +199,10 @@ class McpServer:
             msg = f"MCP server {self.name!r} refused the call: {exc.message}"
             raise ToolError(msg) from exc
         if result.is_error:
-            text = "\n".join(_block_text(block) for block in result.content)
+            text = redact_known("\n".join(_block_text(block) for block in result.content))
             raise ToolError(text or f"MCP tool {tool!r} of {self.name!r} failed")
-        return result_value(result)
+        # A server may echo what it was sent (a header, a variable): not to the model.
+        return redact_known_in(result_value(result))
 
     async def _wait_connected(self) -> Client:
         """The connection; if there is none, the outcome of one more attempt at it."""
@@ -306,7 +308,7 @@ class McpServer:
         if value is None:
             msg = f"environment variable {name} is not set"
             raise LookupError(msg)
-        return value
+        return remember(value)
 
     def _offered(self, listed: list[mcp_types.Tool]) -> dict[str, Tool]:
         s = self.settings
