@@ -14,6 +14,7 @@ from pydantic import BaseModel
 from temporal_executor.bus.errors import DeadLetter, DeadLetterReason, RetryLater
 from temporal_executor.bus.transport import InboundMessage, Transport
 from temporal_executor.schemas.cloudevent import (
+    APPROVALSIG_EXTENSION,
     REPLYTO_EXTENSION,
     TRACEPARENT_EXTENSION,
     TRACESTATE_EXTENSION,
@@ -22,10 +23,10 @@ from temporal_executor.schemas.cloudevent import (
 from temporal_executor.schemas.config import Settings
 from temporal_executor.schemas.event_types import EventType
 from temporal_executor.schemas.requests import ApprovalReplied, CancelRequested, ExecutionRequested
-from temporal_executor.schemas.task import ApprovalDecision
 from temporal_executor.tasks.errors import (
     ApproverNotAllowed,
     InvalidRequest,
+    InvalidSignature,
     TaskError,
     TaskNotFound,
     TaskNotRunning,
@@ -55,6 +56,7 @@ class Outcome:
 DEAD_LETTER_REASONS: dict[type[TaskError], str] = {
     InvalidRequest: DeadLetterReason.INVALID_DATA,
     ApproverNotAllowed: DeadLetterReason.APPROVER_NOT_ALLOWED,
+    InvalidSignature: DeadLetterReason.INVALID_SIGNATURE,
     TaskNotFound: DeadLetterReason.TASK_NOT_RUNNING,
     TaskNotRunning: DeadLetterReason.TASK_NOT_RUNNING,
     UnknownApproval: DeadLetterReason.UNKNOWN_APPROVAL,
@@ -95,8 +97,8 @@ class Router:
             return Outcome.CANCELLED
         if event.type == EventType.APPROVAL_REPLIED:
             reply = _validated(ApprovalReplied, event.data, event)
-            decision = ApprovalDecision.model_validate(reply.model_dump(exclude={"task_id"}))
-            outcome = await self._tasks.approve(reply.task_id, decision)
+            signature = event.extension(APPROVALSIG_EXTENSION)
+            outcome = await self._tasks.approve_reply(reply, event_id=event.id, signature=signature)
             return Outcome.APPROVAL_APPLIED if outcome.applied else Outcome.APPROVAL_IGNORED
         detail = (
             f"unknown event type {event.type!r}; expected one of "

@@ -6,7 +6,7 @@ import logging
 
 from temporalio.client import Client
 
-from temporal_executor.bridge.dispatcher import Dispatcher
+from temporal_executor.bridge.dispatcher import Dispatcher, window_size
 from temporal_executor.bridge.router import Router
 from temporal_executor.bus.factory import create_transport, enabled_buses
 from temporal_executor.bus.transport import Transport
@@ -24,7 +24,7 @@ async def run_bridge(settings: Settings, stop: asyncio.Event, client: Client | N
         return
     router = Router(TaskService(settings, client), settings)
     transports: list[Transport] = [
-        create_transport(bus, settings.bus, max_in_flight=settings.bridge.max_in_flight)
+        create_transport(bus, settings.bus, max_in_flight=window_size(settings.bridge))
         for bus in enabled_buses(settings.bus)
     ]
     for transport in transports:

@@ -37,5 +37,7 @@ class DeadLetterReason:
     UNKNOWN_APPROVAL = "unknown-approval"
     TASK_NOT_RUNNING = "task-not-running"
     APPROVER_NOT_ALLOWED = "approver-not-allowed"
+    # An approval reply without the valid signature config requires (contract v1.1).
+    INVALID_SIGNATURE = "invalid-signature"
     # The bridge failed on this message several times for a reason it could not classify.
     INTERNAL_ERROR = "internal-error"

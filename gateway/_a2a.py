@@ -230,14 +230,16 @@ class TaskRequestHandler(RequestHandler):
             found = decisions(message, pending)
         except UnreadableReply as exc:
             raise InvalidParamsError(message=str(exc)) from exc
-        approver = _metadata(message).get("approver")
+        # The authenticated caller (gateway.tokens, gateway.jwt), never the message's metadata.
+        user = context.user
+        approver = user.user_name if user.is_authenticated else None
         async with self._streams.events(task_id, task.route, deltas=streaming) as events:
             for decision in found:
                 await self._tasks.approve_waiting(
                     task_id,
                     approval_id=decision.approval_id,
                     approved=decision.approved,
-                    approver=str(approver) if approver else None,
+                    approver=approver,
                     reason=decision.reason,
                 )
             yield await self._view(task_id)

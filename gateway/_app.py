@@ -33,6 +33,7 @@ from temporal_executor.gateway._a2a_http import cached_card, json_only
 from temporal_executor.gateway._codec import CODEC_REQUEST_HEADERS, codec_router
 from temporal_executor.gateway._errors import GatewayError, http_answer
 from temporal_executor.gateway._hitl import HITL_EXTENSION_URI
+from temporal_executor.gateway._identity import Authenticator
 from temporal_executor.gateway._middleware import BearerAuth, EchoExtensions
 from temporal_executor.gateway._models import ErrorBody, Health
 from temporal_executor.gateway._rest import TaskRoutes, request_schemas
@@ -53,7 +54,9 @@ BEARER_SCHEME = "bearer"
 def create_app(
     settings: Settings, tasks: TaskService, streams: TaskStreams, *, token: str | None
 ) -> FastAPI:
-    """The app for `tasks`; with a `token`, every call but health, docs and the card needs it."""
+    """The app for `tasks`. With a `token` (the shared one) or identities in config
+    (`gateway.tokens`, `gateway.jwt`), every call but health, docs and the card needs one."""
+    authenticator = Authenticator(settings.gateway, token)
     started = datetime.now(UTC)
     app = FastAPI(
         title="temporal-executor gateway",
@@ -97,7 +100,7 @@ def create_app(
     @app.get(AGENT_CARD_WELL_KNOWN_PATH, tags=["A2A: Agent Card"], summary="The A2A agent card")
     async def card(request: Request) -> Response:
         base = settings.gateway.public_url or str(request.base_url)
-        found = agent_card(settings, base.rstrip("/"), bearer=token is not None)
+        found = agent_card(settings, base.rstrip("/"), bearer=authenticator.enabled)
         return cached_card(request, agent_card_to_dict(found), started)
 
     handler = TaskRequestHandler(
@@ -123,8 +126,9 @@ def create_app(
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_middleware(EchoExtensions, supported=frozenset({HITL_EXTENSION_URI}))
-    if token is not None:
-        app.add_middleware(BearerAuth, token=token)
+    if authenticator.enabled:
+        # Outermost: before anything else runs.
+        app.add_middleware(BearerAuth, authenticator=authenticator)
     if codec is not None and settings.gateway.codec_cors_origins:
         # Outside the bearer check: a browser's preflight carries no token. It only asks
         # whether the UI's origin may call; the call itself still passes the bearer check.

@@ -1,9 +1,11 @@
 """Plain ASGI middleware (streams pass through untouched): bearer auth, A2A extension echo."""
 
-import hmac
 import json
 
+from starlette.authentication import AuthCredentials, SimpleUser
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from temporal_executor.gateway._identity import Authenticator, Unauthenticated
 
 # Open without a token: liveness and readiness probes, Prometheus metrics, the API
 # docs, and the agent card (A2A discovery is public; the card says which scheme the rest
@@ -23,40 +25,57 @@ OPEN_PATHS = frozenset(
 
 
 class BearerAuth:
-    """Every other request must carry `Authorization: Bearer <token>`; else 401."""
+    """Every other request must carry `Authorization: Bearer <credential>` that the
+    `Authenticator` accepts; else 401. The caller's identity, when the credential names one,
+    becomes the request's `user` (Starlette's and the A2A SDK's `ServerCallContext.user`)."""
 
-    def __init__(self, app: ASGIApp, token: str) -> None:
+    def __init__(self, app: ASGIApp, authenticator: Authenticator) -> None:
         self._app = app
-        self._token = token.encode()
+        self._authenticator = authenticator
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in OPEN_PATHS or self._authorised(scope):
+        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
             await self._app(scope, receive, send)
             return
-        body = json.dumps(
-            {
-                "status": 401,
-                "error": "unauthorized",
-                "message": "send the gateway's token as `Authorization: Bearer <token>`",
-            }
-        ).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 401,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"www-authenticate", b'Bearer realm="temporal-executor"'),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
-
-    def _authorised(self, scope: Scope) -> bool:
         header = next((v for k, v in scope["headers"] if k == b"authorization"), b"")
         scheme, _, given = header.partition(b" ")
-        return scheme.lower() == b"bearer" and hmac.compare_digest(given.strip(), self._token)
+        try:
+            if scheme.lower() != b"bearer":
+                msg = "send a credential as `Authorization: Bearer <token>`"
+                raise Unauthenticated(msg)
+            caller = self._authenticator.caller(given.strip())
+        except Unauthenticated as exc:
+            await _unauthorized(send, str(exc))
+            return
+        if caller.identity is not None:
+            scope = {
+                **scope,
+                "user": SimpleUser(caller.identity),
+                "auth": AuthCredentials(["authenticated"]),
+            }
+        await self._app(scope, receive, send)
+
+
+async def _unauthorized(send: Send, why: str) -> None:
+    body = json.dumps({"status": 401, "error": "unauthorized", "message": why}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 401,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"www-authenticate", b'Bearer realm="temporal-executor"'),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+def caller_identity(scope: Scope) -> str | None:
+    """The authenticated caller's identity (None: anonymous, or the shared token)."""
+    user = scope.get("user")
+    return user.display_name if isinstance(user, SimpleUser) else None
 
 
 class EchoExtensions:

@@ -8,14 +8,14 @@ from temporal_executor.schemas.task import TaskStatus
 
 
 class ApprovalBody(BaseModel):
-    """`POST /api/v1/approve/...`: the fields of an `agent.tool.approval.replied` event."""
+    """`POST /api/v1/approve/...`: the fields of an `agent.tool.approval.replied` event but
+    `approver`, which is the authenticated caller (a body's `approver` is ignored)."""
 
     model_config = ConfigDict(extra="ignore")
 
     approved: bool
     # Which approval; default: the one the task is waiting for.
     approval_id: str | None = Field(default=None, min_length=1)
-    approver: str | None = None
     reason: str | None = None
     # Edited tool arguments to run the tool with instead.
     arguments: dict[str, Any] | None = None

@@ -18,6 +18,7 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.background import BackgroundTask
 
 from temporal_executor.gateway._errors import PayloadTooLarge
+from temporal_executor.gateway._middleware import caller_identity
 from temporal_executor.gateway._models import (
     ApprovalApplied,
     ApprovalBody,
@@ -92,7 +93,7 @@ class TaskRoutes:
             responses={
                 403: {
                     "model": ErrorBody,
-                    "description": "approver not in bridge.allowed_approvers",
+                    "description": "the caller may not approve this tool (approvals.*)",
                 },
                 409: {"model": ErrorBody, "description": "not waiting for this approval, or ended"},
             },
@@ -158,7 +159,8 @@ class TaskRoutes:
             task_id,
             approval_id=reply.approval_id,
             approved=reply.approved,
-            approver=reply.approver,
+            # The authenticated caller, never a field of the body.
+            approver=caller_identity(request.scope),
             reason=reply.reason,
             arguments=reply.arguments,
         )

@@ -22,15 +22,13 @@ from temporal_executor.bus.transport import Transport
 from temporal_executor.gateway._errors import BusUnavailable, ShuttingDown
 from temporal_executor.gateway._fanout import FanOut, Inbox
 from temporal_executor.schemas.cloudevent import SEQUENCE_EXTENSION, CloudEvent
-from temporal_executor.schemas.event_types import TERMINAL_TYPES
+from temporal_executor.schemas.event_types import TERMINAL_TYPES, EventType
 from temporal_executor.schemas.task import BusName, EventRoute
 from temporal_executor.tasks.service import TaskService
 
 log = logging.getLogger(__name__)
 
-LLM_DELTA = "agent.llm.delta"
-# Where deltas go when the transport does not name it (contract v1.1, "Streaming").
-DEFAULT_DELTAS: dict[str, str] = {"kafka": "agent.deltas", "nats": "agent.deltas.>"}
+LLM_DELTA = EventType.LLM_DELTA
 
 
 class TaskStreams:
@@ -124,11 +122,7 @@ def events_destination(transport: Transport, route: EventRoute, task_id: str) ->
 
 def deltas_destination(transport: Transport) -> str:
     """Where every task's deltas go on this bus (NATS: a wildcard)."""
-    named = getattr(transport, "deltas_destination", None)
-    if callable(named):
-        found: str = named(None)
-        return found
-    return DEFAULT_DELTAS[transport.bus]
+    return transport.deltas_destination(None)
 
 
 async def _merged(earlier: list[CloudEvent], inbox: Inbox, after: int) -> AsyncIterator[CloudEvent]:

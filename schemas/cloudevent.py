@@ -12,6 +12,8 @@ SEQUENCE_EXTENSION = "sequence"
 TRACEPARENT_EXTENSION = "traceparent"
 TRACESTATE_EXTENSION = "tracestate"
 REPLYTO_EXTENSION = "replyto"
+# An approval reply's signature, a compact JWS (contract v1.1, "Verified approvals").
+APPROVALSIG_EXTENSION = "approvalsig"
 PARTITIONKEY_EXTENSION = "partitionkey"
 
 JSON_MEDIA_TYPE = "application/json"

@@ -4,6 +4,7 @@ Loaded from YAML (config/temporal-executor.yaml) with environment overrides; see
 `temporal_executor.config_file` for the loader.
 """
 
+from fnmatch import fnmatchcase
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
@@ -88,6 +89,8 @@ class KafkaTopics(StrictModel):
     events: str = "agent.events"
     approvals: str = "agent.approvals"
     dlq: str = "agent.dlq"
+    # `agent.llm.delta` events of tasks that stream (contract v1.1, "Streaming").
+    deltas: str = "agent.deltas"
 
 
 class KafkaSettings(StrictModel):
@@ -148,6 +151,7 @@ class NatsSubjects(StrictModel):
     events: str = "agent.events"
     approvals: str = "agent.approvals"
     dlq: str = "agent.dlq"
+    deltas: str = "agent.deltas"
 
 
 class NatsStreams(StrictModel):
@@ -156,6 +160,7 @@ class NatsStreams(StrictModel):
     events: str = "AGENT_EVENTS"
     approvals: str = "AGENT_APPROVALS"
     dlq: str = "AGENT_DLQ"
+    deltas: str = "AGENT_DELTAS"
 
 
 class NatsSettings(StrictModel):
@@ -209,6 +214,23 @@ class BusSettings(StrictModel):
         return self
 
 
+class TenantSettings(StrictModel):
+    """Fair tenants: no tenant holds more than `max_in_flight` of a bridge's slots.
+
+    `key` names where a message's tenant is read: `source` (the CloudEvent's `source`) or a
+    dotted path into the event's data, such as `metadata.tenant`; a message without one
+    counts as the tenant "". Unset: no per-tenant cap. With a key, the bridge also reads up
+    to `read_ahead` messages beyond its slots, so that other tenants' messages behind one
+    tenant's flood are reached; each waits, unacknowledged, with its task's order kept.
+    """
+
+    key: str | None = Field(default=None, pattern=r"^(source|[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*)$")
+    # Small: what waits behind a flood is the queue of start RPCs at Temporal, about this cap
+    # divided by Temporal's starts per second (README, "Tenants"; bench/tenants.py).
+    max_in_flight: int = Field(default=8, ge=1)
+    read_ahead: int = Field(default=1024, ge=0)
+
+
 class BridgeSettings(StrictModel):
     # Messages being handled at once across all tasks; one task's messages stay in order.
     # Each costs a few KB while its start RPC is in flight; 128 kept a local dev server
@@ -223,6 +245,57 @@ class BridgeSettings(StrictModel):
     # workflow's own copy (same id: consumers dedupe by id). Only for requests that name
     # their model_config, the event's data; off: the workflow alone publishes it.
     announce_started: bool = True
+    tenants: TenantSettings = Field(default_factory=TenantSettings)
+
+
+class KeySource(StrictModel):
+    """Where a key or secret is read: a file or an environment variable (exactly one), so
+    that no secret sits in committed config."""
+
+    file: str | None = Field(default=None, min_length=1)
+    env: str | None = Field(default=None, min_length=1)
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> "KeySource":
+        if (self.file is None) == (self.env is None):
+            msg = "a key source names exactly one of `file` and `env`"
+            raise ValueError(msg)
+        return self
+
+
+class TokenIdentity(StrictModel):
+    """A gateway bearer token and the identity of whoever sends it."""
+
+    identity: str = Field(min_length=1)
+    token: KeySource
+
+
+JwtAlgorithm = Literal["EdDSA", "ES256", "ES384", "RS256", "RS384", "RS512", "PS256"]
+_DEFAULT_JWT_ALGORITHMS: tuple[JwtAlgorithm, ...] = ("EdDSA", "ES256", "RS256")
+
+
+class JwtAuthSettings(StrictModel):
+    """Gateway callers identified by JWTs, verified offline: signature (configured public
+    keys or a JWKS file), issuer, audience and expiry."""
+
+    issuer: str = Field(min_length=1)
+    audience: str = Field(min_length=1)
+    # Public keys as PEM or JWK; a JWKS file's keys are picked by the token's `kid`.
+    public_keys: list[KeySource] = Field(default_factory=list)
+    jwks_file: str | None = None
+    algorithms: list[JwtAlgorithm] = Field(
+        default_factory=lambda: list(_DEFAULT_JWT_ALGORITHMS), min_length=1
+    )
+    # The claim naming the caller; it becomes the approver of approvals they send.
+    identity_claim: str = Field(default="sub", min_length=1)
+    leeway_seconds: float = Field(default=30, ge=0)
+
+    @model_validator(mode="after")
+    def _some_key(self) -> "JwtAuthSettings":
+        if not self.public_keys and self.jwks_file is None:
+            msg = "gateway.jwt needs public_keys or a jwks_file"
+            raise ValueError(msg)
+        return self
 
 
 class GatewaySettings(StrictModel):
@@ -232,8 +305,13 @@ class GatewaySettings(StrictModel):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
     # The environment variable holding the bearer token every call must send; unset: no auth.
-    # The health, readiness, docs and agent card endpoints stay open.
+    # The health, readiness, docs and agent card endpoints stay open. This one shared token
+    # names nobody: callers who approve need an identity from `tokens` or `jwt`.
     auth_token_env: str | None = None
+    # Bearer tokens that identify their sender (the approver of the approvals they send).
+    tokens: list[TokenIdentity] = Field(default_factory=list)
+    # Or JWTs from an identity provider, verified offline.
+    jwt: JwtAuthSettings | None = None
     # The URL callers reach the gateway at, named in the A2A agent card; unset: the URL of
     # the request that fetched the card.
     public_url: str | None = None
@@ -247,6 +325,56 @@ class GatewaySettings(StrictModel):
     agent_description: str = (
         "Runs an AI agent task durably on Temporal: LLM calls, tool calls and human approvals."
     )
+
+
+class SigningKeys(StrictModel):
+    """The keys one approver, or one bot, signs approval replies with (several: rotation)."""
+
+    # Ed25519 public keys, PEM or JWK (EdDSA signatures): the service holds nothing that
+    # could forge an approval.
+    public_keys: list[KeySource] = Field(default_factory=list)
+    # Shared HS256 secrets (at least 32 bytes) for simple bots; whoever holds one can sign.
+    hmac_secrets: list[KeySource] = Field(default_factory=list)
+    # Approvers or groups this key may sign as (a bot signing for people); empty: only as
+    # the name it is configured under.
+    signs_for: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _some_key(self) -> "SigningKeys":
+        if not self.public_keys and not self.hmac_secrets:
+            msg = "a signer needs public_keys or hmac_secrets"
+            raise ValueError(msg)
+        return self
+
+
+_APPROVER_LIST = Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1)]
+
+
+class ApprovalSettings(StrictModel):
+    """Who may approve which tool, and how a bus reply proves who sent it (README, Security).
+
+    Lists name approvers or groups. A tool's own entry (its name as the model sees it, or a
+    shell-style pattern) decides; else its MCP server's entry; else `bridge.allowed_approvers`;
+    a tool none of them names may be approved by anyone.
+    """
+
+    # Refuse bus replies without a valid `approvalsig` (dead-lettered `invalid-signature`).
+    require_signature: bool = False
+    # A signature is valid at most this long (`exp` - `iat`), and `exp` with this leeway.
+    max_validity_seconds: float = Field(default=900, gt=0)
+    leeway_seconds: float = Field(default=30, ge=0)
+    # Signers by name: an approver, or a bot (its JWS header's `kid`).
+    keys: dict[str, SigningKeys] = Field(default_factory=dict)
+    groups: dict[str, _APPROVER_LIST] = Field(default_factory=dict)
+    tools: dict[str, _APPROVER_LIST] = Field(default_factory=dict)
+    mcp_servers: dict[str, _APPROVER_LIST] = Field(default_factory=dict)
+
+    def members(self, names: list[str]) -> list[str]:
+        """`names` with each group replaced by its members (sorted, without repeats)."""
+        found: set[str] = set()
+        for name in names:
+            found.update(self.groups.get(name, [name]))
+        return sorted(found)
 
 
 class ExecutorSettings(StrictModel):
@@ -286,6 +414,18 @@ class ExecutorSettings(StrictModel):
         description="Token budget (input + output, all turns) of a task that sets none; "
         "null: no budget.",
     )
+    stream: bool = Field(
+        default=False,
+        description="Publish `agent.llm.delta` events as the model writes, for requests that "
+        'do not say (`"stream": true|false`); deltas go to their own destination '
+        "(`bus.kafka.topics.deltas`, `bus.nats.subjects.deltas`).",
+    )
+    delta_interval_seconds: float = Field(
+        default=0.05,
+        ge=0,
+        description="At most one delta event per fragment kind this often, so a fast model "
+        "does not become thousands of messages; the first fragment of a call goes out at once.",
+    )
 
 
 class WorkerSettings(StrictModel):
@@ -324,6 +464,9 @@ class ScriptedTurn(StrictModel):
     # Raise `error` only on the first N attempts of this call, then reply with the turn's text
     # and tool calls: a failure that a retry heals. None: every attempt fails.
     error_attempts: int | None = Field(default=None, ge=1)
+    # Streaming: the pause before each fragment (a word of text, a piece of arguments), to
+    # play a model that writes at a human pace.
+    chunk_delay_seconds: float = Field(default=0, ge=0)
 
 
 class FallbackTarget(StrictModel):
@@ -591,6 +734,7 @@ class Settings(StrictModel):
     bus: BusSettings = Field(default_factory=BusSettings)
     bridge: BridgeSettings = Field(default_factory=BridgeSettings)
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
+    approvals: ApprovalSettings = Field(default_factory=ApprovalSettings)
     executor: ExecutorSettings = Field(default_factory=ExecutorSettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     payload_storage: PayloadStorageSettings = Field(default_factory=PayloadStorageSettings)
@@ -603,6 +747,44 @@ class Settings(StrictModel):
     observability: ObservabilitySettings = Field(default_factory=ObservabilitySettings)
 
     @model_validator(mode="after")
+    def _approvals_name_servers(self) -> "Settings":
+        # A misspelt server would leave its tools open to any approver.
+        for name in self.approvals.mcp_servers:
+            server = next((s for s in self.mcp_servers if s.name == name), None)
+            if server is None:
+                msg = f"approvals.mcp_servers names {name!r}, which mcp_servers lacks"
+                raise ValueError(msg)
+            if not _prefix(server):
+                msg = (
+                    f"approvals.mcp_servers: server {name!r} has an empty tool_prefix, so its "
+                    "tools cannot be told apart; name them under approvals.tools"
+                )
+                raise ValueError(msg)
+        return self
+
+    def approvers_for(self, tool: str) -> list[str] | None:
+        """Who may approve calls of `tool` (the name the model sees), groups expanded; None:
+        anyone. Its own `approvals.tools` entry (exact name first, then patterns in config
+        order), else its MCP server's (by tool prefix), else `bridge.allowed_approvers`."""
+        approvals = self.approvals
+        named = approvals.tools.get(tool)
+        if named is None:
+            named = next((v for k, v in approvals.tools.items() if fnmatchcase(tool, k)), None)
+        if named is None:
+            named = next(
+                (
+                    approvals.mcp_servers[server.name]
+                    for server in self.mcp_servers
+                    if server.name in approvals.mcp_servers
+                    and tool.startswith(f"{_prefix(server)}__")
+                ),
+                None,
+            )
+        if named is None:
+            named = self.bridge.allowed_approvers
+        return approvals.members(named) if named else None
+
+    @model_validator(mode="after")
     def _results_fit_in_events(self) -> "Settings":
         # An event carries one LLM reply or tool result plus its envelope; it must fit the bus.
         if self.executor.max_result_bytes * 2 > self.bus.max_message_bytes:
@@ -612,3 +794,7 @@ class Settings(StrictModel):
             )
             raise ValueError(msg)
         return self
+
+
+def _prefix(server: McpServerSettings) -> str:
+    return server.name if server.tool_prefix is None else server.tool_prefix

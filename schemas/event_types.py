@@ -11,6 +11,9 @@ class EventType(StrEnum):
     # Outbound, in the order a task produces them
     EXECUTION_STARTED = "agent.execution.started"
     LLM_RESPONDED = "agent.llm.responded"
+    # Best-effort fragments of a turn, on their own destination, between started and
+    # the turn's `agent.llm.responded` (contract v1.1, "Streaming").
+    LLM_DELTA = "agent.llm.delta"
     APPROVAL_REQUESTED = "agent.tool.approval.requested"
     APPROVAL_RESOLVED = "agent.tool.approval.resolved"
     TOOL_COMPLETED = "agent.tool.completed"
@@ -39,3 +42,8 @@ def event_id_for(workflow_id: str, sequence: int) -> str:
     """The id of a task's `sequence`-th published event, fixed by the contract: the
     workflow and the bridge's early `started` must agree on it."""
     return f"{workflow_id}/{sequence}"
+
+
+def delta_id_for(workflow_id: str, iteration: int, attempt: int, index: int) -> str:
+    """The id of an `agent.llm.delta`, fixed by the contract."""
+    return f"{workflow_id}/delta/{iteration}/{attempt}/{index}"

@@ -46,6 +46,32 @@ class LlmResponded(TaskEventData):
     truncated: bool = False
 
 
+class ToolCallFragment(BaseModel):
+    """A piece of a tool call as the model writes it: `arguments` is the next part of the
+    arguments' JSON text; concatenated in `index` order they make the whole."""
+
+    id: str
+    name: str
+    arguments: str = ""
+
+
+class LlmDelta(BaseModel):
+    """Data of `agent.llm.delta`: the next fragment of a turn being written.
+
+    Best effort: a fragment may be missing. An event with a higher `attempt` for the same
+    `iteration` voids the text of earlier attempts; `agent.llm.responded` is the record.
+    """
+
+    task_id: str
+    iteration: int
+    # 1, 2, … per LLM call attempt of the iteration (a retry or a fallback starts a new one).
+    attempt: int
+    # 0, 1, … within the attempt.
+    index: int
+    text: str = ""
+    tool_call: ToolCallFragment | None = None
+
+
 class ApprovalRequested(TaskEventData):
     event_type = EventType.APPROVAL_REQUESTED
 

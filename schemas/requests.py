@@ -53,6 +53,8 @@ class ExecutionRequested(InboundModel):
     )
     history: list[ChatMessage] = Field(default_factory=list)
     metadata: dict[str, Any] = Field(default_factory=dict)
+    # Also publish `agent.llm.delta` events as the model writes; None: config decides.
+    stream: bool | None = None
 
 
 class CancelRequested(InboundModel):

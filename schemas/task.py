@@ -28,6 +28,8 @@ class EventRoute(BaseModel):
     events_destination: str
     approvals_destination: str
     approval_replies_destination: str
+    # Where `agent.llm.delta` events go; None (tasks started before streaming): nowhere.
+    deltas_destination: str | None = None
     traceparent: str | None = None
     tracestate: str | None = None
 
@@ -36,6 +38,8 @@ class ApprovalPolicy(BaseModel):
     """Which of a task's tools need a human's approval, and what happens when nobody answers."""
 
     tools: list[str] = Field(default_factory=list)
+    # Who may approve each tool's calls (groups expanded); a tool not here: anyone.
+    approvers: dict[str, list[str]] = Field(default_factory=dict)
     timeout_seconds: float = 3600
     approve_on_timeout: bool = False
 
@@ -59,6 +63,11 @@ class PendingApproval(BaseModel):
     approval_id: str
     tool_call: ToolCall
     expires_at: datetime
+    # Who may answer it (from the task's plan); None: anyone.
+    approvers: list[str] | None = None
+
+    def allows(self, approver: str | None) -> bool:
+        return self.approvers is None or approver in self.approvers
 
 
 class TaskStatus(BaseModel):
@@ -106,6 +115,14 @@ class LlmCallInput(BaseModel):
     system_prompt: str | None = None
     messages: list[ChatMessage]
     tools: list[ToolSpec] = Field(default_factory=list)
+    # Streaming: call the provider's streaming API and publish `agent.llm.delta` events to
+    # `route.deltas_destination` as fragments arrive (never through the workflow's history).
+    stream: bool = False
+    iteration: int = 0
+    # Added to the activity's attempt in the deltas' `attempt`: a fallback call (a new
+    # activity, counting attempts from 1 again) must not reuse the ids of earlier attempts.
+    attempt_offset: int = 0
+    route: EventRoute | None = None
 
 
 class LlmCallResult(BaseModel):
@@ -157,6 +174,8 @@ class TaskPlan(BaseModel):
     max_tool_errors: int = 3
     max_parallel_tools: int = 8
     max_total_tokens: int | None = None
+    # Publish `agent.llm.delta` events (the request's `stream`, else config's default).
+    stream: bool = False
     # A problem with the request that config reveals (an unknown tool): fail the task.
     error: ErrorInfo | None = None
 

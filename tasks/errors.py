@@ -18,7 +18,8 @@ class InvalidRequest(TaskError):
 
 
 class ApproverNotAllowed(TaskError):
-    """The approver is not in `bridge.allowed_approvers`: ask an allowed one, or change config."""
+    """The approver may not approve this tool (`approvals.tools`, `approvals.mcp_servers`,
+    `bridge.allowed_approvers`): ask an allowed one, or change config."""
 
 
 class TaskNotFound(TaskError):
@@ -40,3 +41,13 @@ class StatusUnavailable(TaskError):
 
 class TemporalUnavailable(TaskError):
     """Temporal (or every worker) cannot be reached right now: retry later, unchanged."""
+
+
+class InvalidSignature(TaskError):
+    """An approval reply's signature is missing where config requires one, or does not
+    prove the reply (wrong key, expired, another approval or event): nothing changed."""
+
+
+class KeyConfigError(TaskError):
+    """A key, secret or token that config names is missing or unreadable (raised at start,
+    never per message): fix config or the file."""

@@ -10,19 +10,25 @@ else True after announcing `agent.execution.started` on `transport`
 (`bridge.announce_started`). `cancel(task_id, reason)` cancels a running task (HTTP and A2A
 call `running_status` first, for 404 vs 409). `approve(task_id, decision)` applies an
 `ApprovalDecision` as a bus reply does (the first valid reply wins; a later one returns
-`ApprovalOutcome(applied=False)`); `approve_waiting(task_id, approval_id=None, approved=,
-approver=, reason=, arguments=)` is the interactive form (HTTP, A2A): the task must run,
-the approval defaults to the one it waits for, and changing nothing raises. Both check
-`bridge.allowed_approvers` first (`check_approver`). `status(task_id)` is the workflow's
+`ApprovalOutcome(applied=False)`); `approve_reply(reply, event_id=, signature=)` is a bus
+reply: its `approvalsig` checked against `approvals.keys` (`InvalidSignature`), the approver
+it proves recorded; `approve_waiting(task_id, approval_id=None, approved=, approver=,
+reason=, arguments=)` is the interactive form (HTTP, A2A, the approver being the
+authenticated caller): the task must run, the approval defaults to the one it waits for,
+and changing nothing raises. All check that the approver may approve the tool
+(`check_approver`, `Settings.approvers_for`: `approvals.tools`, `approvals.mcp_servers`,
+`bridge.allowed_approvers`; `ApproverNotAllowed`); the workflow's update validator has the
+last word. `status(task_id)` is the workflow's
 `status` query (`running_status(task_id)` also raises once the task has ended);
 `task_input(task_id)` decodes the input of the task's current run (its request and event
 route) from its history; `ping()` asks Temporal for its system info. `validated(model,
 data)` (`tasks/validation.py`) checks inbound data. Every failure is a `TaskError`
 (`tasks/errors.py`): `InvalidRequest`, `ApproverNotAllowed`, `TaskNotFound`,
-`TaskNotRunning`, `UnknownApproval`, `StatusUnavailable`, `TemporalUnavailable` (retry
-later); `classify_rpc_error` is the one place Temporal's RPC errors are classified. A new
-check on a start or an approval (signatures, budgets, tracing) goes here, and the bridge and
-the gateway both get it; docs/architecture.md says how each way in answers each error.
+`TaskNotRunning`, `UnknownApproval`, `InvalidSignature`, `StatusUnavailable`,
+`TemporalUnavailable` (retry later); `classify_rpc_error` is the one place Temporal's RPC
+errors are classified. A new check on a start or an approval (signatures, budgets, tracing)
+goes here, and the bridge and the gateway both get it; docs/architecture.md says how each
+way in answers each error.
 """
 
 import asyncio
@@ -46,7 +52,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from temporal_executor.bus.transport import Transport
 from temporal_executor.schemas.config import Settings
 from temporal_executor.schemas.event_types import WORKFLOW_TYPE, workflow_id_for
-from temporal_executor.schemas.requests import ExecutionRequested
+from temporal_executor.schemas.requests import ApprovalReplied, ExecutionRequested
 from temporal_executor.schemas.task import (
     AgentTaskInput,
     ApprovalDecision,
@@ -58,6 +64,7 @@ from temporal_executor.schemas.task import (
     TaskStatus,
 )
 from temporal_executor.tasks.announcer import announce_started
+from temporal_executor.tasks.approval_signatures import ApprovalVerifier
 from temporal_executor.tasks.errors import (
     ApproverNotAllowed,
     InvalidRequest,
@@ -99,7 +106,13 @@ class TaskService:
         self._settings = settings
         self._client = client
         self._rpc_timeout = timedelta(seconds=settings.bridge.rpc_timeout_seconds)
-        self._allowed_approvers = frozenset(settings.bridge.allowed_approvers)
+        # Reads the signers' keys now: one config names but cannot read fails the start.
+        self._verifier = ApprovalVerifier(settings.approvals)
+        approvals = settings.approvals
+        # Without any approver list, nobody need look up which tool an approval is for.
+        self._approvers_listed = bool(
+            approvals.tools or approvals.mcp_servers or settings.bridge.allowed_approvers
+        )
         self._stop = asyncio.Event()
         self._connecting: asyncio.Task[None] | None = None
 
@@ -162,6 +175,7 @@ class TaskService:
             events_destination=reply_to or transport.events_destination(task_id),
             approvals_destination=reply_to or transport.approvals_destination(task_id),
             approval_replies_destination=transport.approval_replies_destination(task_id),
+            deltas_destination=transport.deltas_destination(task_id),
             traceparent=traceparent,
             tracestate=tracestate,
         )
@@ -222,15 +236,46 @@ class TaskService:
             raise classify_rpc_error(exc, task_id) from exc
         log.info("task cancel requested", extra={"task_id": task_id})
 
-    def check_approver(self, approver: str | None) -> None:
-        if self._allowed_approvers and approver not in self._allowed_approvers:
-            msg = f"approver {approver!r} is not in bridge.allowed_approvers"
+    async def check_approver(
+        self,
+        task_id: str,
+        approval_id: str,
+        approver: str | None,
+        status: TaskStatus | None = None,
+    ) -> None:
+        """`ApproverNotAllowed` unless `approver` may approve the tool the approval is for.
+        An approval the task does not wait for is left to the update to refuse."""
+        if not self._approvers_listed:
+            return
+        if status is None:
+            status = await self.status(task_id)
+        pending = next((p for p in status.pending_approvals if p.approval_id == approval_id), None)
+        if pending is None:
+            return
+        tool = pending.tool_call.name
+        allowed = self._settings.approvers_for(tool)
+        if allowed is not None and approver not in allowed:
+            msg = f"approver {approver!r} may not approve {tool} (allowed: {', '.join(allowed)})"
             raise ApproverNotAllowed(msg)
 
     async def approve(self, task_id: str, decision: ApprovalDecision) -> ApprovalOutcome:
         """Apply an approval reply; `applied` is False when an earlier reply won."""
-        self.check_approver(decision.approver)
+        await self.check_approver(task_id, decision.approval_id, decision.approver)
         return await self._resolve(task_id, decision)
+
+    async def approve_reply(
+        self, reply: ApprovalReplied, *, event_id: str, signature: str | None
+    ) -> ApprovalOutcome:
+        """Apply a bus reply whose `approvalsig` (None: unsigned) proves its approver."""
+        approver = self._verifier.verified_approver(reply, event_id=event_id, signature=signature)
+        decision = ApprovalDecision(
+            approval_id=reply.approval_id,
+            approved=reply.approved,
+            approver=approver,
+            reason=reply.reason,
+            arguments=reply.arguments,
+        )
+        return await self.approve(reply.task_id, decision)
 
     async def approve_waiting(
         self,
@@ -244,13 +289,13 @@ class TaskService:
     ) -> str:
         """Resolve an approval the running task waits for (by default the first pending);
         its id. `UnknownApproval` when it waits for no such approval (any more)."""
-        self.check_approver(approver)
         status = await self.running_status(task_id)
         if approval_id is None:
             if not status.pending_approvals:
                 msg = f"task {task_id} is not waiting for an approval (it is {status.state})"
                 raise UnknownApproval(msg)
             approval_id = status.pending_approvals[0].approval_id
+        await self.check_approver(task_id, approval_id, approver, status)
         decision = ApprovalDecision(
             approval_id=approval_id,
             approved=approved,
@@ -277,6 +322,9 @@ class TaskService:
             cause = exc.cause
             if isinstance(cause, ApplicationError) and cause.type == "unknown_approval":
                 raise UnknownApproval(cause.message) from exc
+            if isinstance(cause, ApplicationError) and cause.type == "approver_not_allowed":
+                # The workflow's validator: the task's plan says otherwise than our config.
+                raise ApproverNotAllowed(cause.message) from exc
             raise TaskNotRunning(str(cause or exc)) from exc
         except WorkflowUpdateRPCTimeoutOrCancelledError as exc:
             # No worker took the update in time (workers down or busy): try again later.

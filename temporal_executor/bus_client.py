@@ -4,6 +4,7 @@
 on the bus is exactly what a user's own producer would.
 """
 
+import asyncio
 import getpass
 import json
 import uuid
@@ -69,6 +70,68 @@ async def task_events(
             yield event
 
 
+async def merged(*sources: AsyncIterator[CloudEvent]) -> AsyncIterator[CloudEvent]:
+    """The items of several iterators as they come (a task's events and its deltas)."""
+    queue: asyncio.Queue[CloudEvent | BaseException] = asyncio.Queue()
+
+    async def pump(source: AsyncIterator[CloudEvent]) -> None:
+        try:
+            async for item in source:
+                await queue.put(item)
+        except Exception as exc:
+            await queue.put(exc)
+
+    pumps = [asyncio.create_task(pump(source)) for source in sources]
+    try:
+        while True:
+            item = await queue.get()
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        for task in pumps:
+            task.cancel()
+        await asyncio.gather(*pumps, return_exceptions=True)
+
+
+class StreamedText:
+    """Prints a turn's `agent.llm.delta` text as it grows, on one indented line per attempt.
+
+    Deltas of a turn whose `agent.llm.responded` was printed already are late: skipped.
+    """
+
+    def __init__(self, out: TextIO) -> None:
+        self._out = out
+        self._open: tuple[int, int] | None = None  # (iteration, attempt) being printed
+        self._responded = 0  # the last iteration whose responded event was printed
+
+    def delta(self, data: dict[str, Any]) -> None:
+        iteration, attempt = int(data.get("iteration", 0)), int(data.get("attempt", 0))
+        text = str(data.get("text", ""))
+        if iteration <= self._responded or not text:
+            return
+        if self._open != (iteration, attempt):
+            retried = self._open is not None and self._open[0] == iteration
+            self.end_line()
+            if retried:
+                print(f"  (attempt {attempt}: the text above is void)", file=self._out)
+            self._out.write("  ")
+            self._open = (iteration, attempt)
+        self._out.write(text.replace("\n", "\n  "))
+        self._out.flush()
+
+    def before(self, event: CloudEvent) -> None:
+        """Call before printing any other event of the task."""
+        self.end_line()
+        if event.type == EventType.LLM_RESPONDED and isinstance(event.data, dict):
+            self._responded = max(self._responded, int(event.data.get("iteration", 0)))
+
+    def end_line(self) -> None:
+        if self._open is not None:
+            self._out.write("\n")
+            self._open = None
+
+
 def describe(event: CloudEvent, approve_hint: Callable[[str, str], str] | None = None) -> str:
     """One line (two for an approval) a person can read while a task runs."""
     data: dict[str, Any] = event.data if isinstance(event.data, dict) else {}
@@ -128,12 +191,18 @@ async def print_until_done(
     *,
     stop_at_terminal: bool = True,
 ) -> CloudEvent | None:
-    """Print events as they come; return the terminal event when `stop_at_terminal`."""
+    """Print events as they come, and the text of `agent.llm.delta`s as it streams; return
+    the terminal event when `stop_at_terminal`."""
     seen: set[str] = set()
+    streamed = StreamedText(out)
     async for event in events:
         if event.id in seen:  # at-least-once delivery: dedupe by id, as the contract says
             continue
         seen.add(event.id)
+        if event.type == EventType.LLM_DELTA:
+            streamed.delta(event.data if isinstance(event.data, dict) else {})
+            continue
+        streamed.before(event)
         print(describe(event, approve_hint), file=out, flush=True)
         if stop_at_terminal and event.type in TERMINAL_TYPES:
             return event

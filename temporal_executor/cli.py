@@ -5,7 +5,8 @@ worker     the worker process (agent workflows and activities)
 bridge     the bridge process (bus → Temporal)
 gateway    the HTTP and A2A gateway (REST API, Server-Sent Events, A2A JSON-RPC)
 send       publish an execution request; --follow prints its events
-approve    reply to an approval request
+approve    reply to an approval request (signed with --key)
+sign-approval  print the signature (approvalsig) of an approval reply, for kcat or nats
 cancel     ask for a task to be cancelled
 events     print task events as they arrive
 status     a task's state, pending approvals, usage and last events
@@ -20,11 +21,17 @@ import sys
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from temporal_executor.config_file import CONFIG_PATH_ENV, ConfigError, load_settings
 from temporal_executor.dev.stack import DevPorts
 from temporal_executor.schemas import json_schemas
 from temporal_executor.schemas.config import Settings
+from temporal_executor.schemas.requests import ApprovalReplied
+from temporal_executor.tasks.errors import KeyConfigError
+
+if TYPE_CHECKING:
+    from temporal_executor.signing import ReplySigner
 
 DEFAULT_CONFIG = Path("config/temporal-executor.yaml")
 
@@ -62,7 +69,9 @@ def _is_config_problem(exc: Exception) -> bool:
     from temporal_executor.tasks.payload_encryption import EncryptionError
     from temporal_executor.tasks.temporal_connection import TemporalConfigError
 
-    return isinstance(exc, TransportConfigError | TemporalConfigError | EncryptionError)
+    return isinstance(
+        exc, TransportConfigError | TemporalConfigError | EncryptionError | KeyConfigError
+    )
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -81,6 +90,18 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
     command: str = args.command
     if command == "schema":
         return _write_schemas(Path(args.out))
+    if command == "sign-approval":
+        reply = ApprovalReplied(
+            task_id=args.task_id,
+            approval_id=args.approval_id,
+            approved=not args.deny,
+            approver=args.approver,
+            reason=args.reason,
+            arguments=json.loads(args.arguments) if args.arguments else None,
+        )
+        signer = _signer(args)
+        assert signer is not None  # --key is required here
+        return commands.sign_approval(reply, signer, event_id=args.event_id, whole_event=args.event)
     if command == "dev":
         ports = DevPorts(
             temporal=args.temporal_port,
@@ -106,10 +127,17 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
             tools=args.tools,
             require_approval=args.require_approval,
             follow=args.follow,
+            stream=args.stream,
         )
     if command == "approve":
         return await commands.approve(
-            settings, args.task_id, args.approval_id, approved=not args.deny, reason=args.reason
+            settings,
+            args.task_id,
+            args.approval_id,
+            approved=not args.deny,
+            reason=args.reason,
+            approver=args.approver,
+            signer=_signer(args),
         )
     if command == "cancel":
         return await commands.cancel(settings, args.task_id, reason=args.reason)
@@ -178,13 +206,39 @@ def _parser() -> argparse.ArgumentParser:
         "--require-approval", action="store_true", help="every tool call needs approval"
     )
     send.add_argument("--follow", action="store_true", help="print the task's events until it ends")
+    send.add_argument(
+        "--stream",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="ask for agent.llm.delta events (default: with --follow, printing the text as "
+        "it streams; else config's executor.stream)",
+    )
 
     approve = sub.add_parser("approve", help="reply to an approval request")
     approve.add_argument("task_id")
     approve.add_argument("approval_id")
     approve.add_argument("--deny", action="store_true", help="deny instead of approving")
     approve.add_argument("--reason")
+    _signing_options(approve, required=False)
     _transport_option(approve)
+
+    sign = sub.add_parser(
+        "sign-approval", help="print an approval reply's approvalsig (or, --event, the reply)"
+    )
+    sign.add_argument("task_id")
+    sign.add_argument("approval_id")
+    sign.add_argument("--deny", action="store_true", help="sign a denial")
+    sign.add_argument("--reason", help="(with --event) the reply's reason; not signed")
+    sign.add_argument("--arguments", help="edited tool arguments, a JSON object")
+    sign.add_argument(
+        "--event-id", help="the reply event's id (default: a new one, printed on stderr)"
+    )
+    sign.add_argument(
+        "--event",
+        action="store_true",
+        help="print the whole signed reply as a structured-mode CloudEvent (one JSON line)",
+    )
+    _signing_options(sign, required=True)
 
     cancel = sub.add_parser("cancel", help="ask for a task to be cancelled")
     cancel.add_argument("task_id")
@@ -208,6 +262,32 @@ def _parser() -> argparse.ArgumentParser:
             "--config", type=Path, default=argparse.SUPPRESS, help="YAML config file"
         )
     return parser
+
+
+def _signing_options(parser: argparse.ArgumentParser, *, required: bool) -> None:
+    parser.add_argument(
+        "--key",
+        type=Path,
+        required=required,
+        help="sign with this key file: an Ed25519 private key (PEM or JWK) or an HS256 secret",
+    )
+    parser.add_argument(
+        "--approver", required=required, help="who approves (default: your user name)"
+    )
+    parser.add_argument(
+        "--signer", help="the key's name in approvals.keys when it is not the approver (a bot)"
+    )
+    parser.add_argument(
+        "--valid-for", type=float, metavar="SECONDS", help="signature lifetime (default: 300)"
+    )
+
+
+def _signer(args: argparse.Namespace) -> "ReplySigner | None":
+    if args.key is None:
+        return None
+    from temporal_executor.signing import ReplySigner
+
+    return ReplySigner.from_file(args.key, signer=args.signer, valid_seconds=args.valid_for)
 
 
 def _transport_option(parser: argparse.ArgumentParser) -> None:

@@ -5,17 +5,19 @@ import contextlib
 import shlex
 import sys
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from temporal_executor.bus.codec import encode_nats
 from temporal_executor.bus.factory import create_transport
 from temporal_executor.bus.transport import Transport
 from temporal_executor.bus_client import (
     approval_reply_event,
     cancel_event,
     default_approver,
+    merged,
     print_until_done,
     request_event,
     task_events,
@@ -23,7 +25,7 @@ from temporal_executor.bus_client import (
 from temporal_executor.dev.embedded_stack import EmbeddedStackError
 from temporal_executor.dev.stack import DevPorts
 from temporal_executor.processes import stop_on_signals
-from temporal_executor.schemas.cloudevent import CloudEvent
+from temporal_executor.schemas.cloudevent import APPROVALSIG_EXTENSION, CloudEvent
 from temporal_executor.schemas.config import Settings
 from temporal_executor.schemas.event_types import EventType
 from temporal_executor.schemas.requests import (
@@ -33,6 +35,9 @@ from temporal_executor.schemas.requests import (
     ModelSelection,
 )
 from temporal_executor.telemetry.process import observed
+
+if TYPE_CHECKING:
+    from temporal_executor.signing import ReplySigner
 
 DEMO_MESSAGE = "Work out 6 * 7 and save a note about it."
 
@@ -44,20 +49,23 @@ DEMO_MESSAGE = "Work out 6 * 7 and save a note about it."
 async def worker(settings: Settings) -> int:
     from temporal_executor.worker.service import run_worker
 
-    stop = asyncio.Event()
-    stop_on_signals(stop)
-    async with observed(settings, "worker"):
-        await run_worker(settings, stop)
-    return 0
+    return await _run_until_signalled(settings, "worker", run_worker)
 
 
 async def bridge(settings: Settings) -> int:
     from temporal_executor.bridge.service import run_bridge
 
+    return await _run_until_signalled(settings, "bridge", run_bridge)
+
+
+async def _run_until_signalled(
+    settings: Settings, role: str, run: Callable[[Settings, asyncio.Event], Awaitable[None]]
+) -> int:
+    """Run a service process, observed, until SIGTERM or SIGINT."""
     stop = asyncio.Event()
     stop_on_signals(stop)
-    async with observed(settings, "bridge"):
-        await run_bridge(settings, stop)
+    async with observed(settings, role):
+        await run(settings, stop)
     return 0
 
 
@@ -155,6 +163,7 @@ async def send(
     tools: list[str] | None = None,
     require_approval: bool = False,
     follow: bool = False,
+    stream: bool | None = None,
 ) -> int:
     selection = None
     if provider or model:
@@ -168,6 +177,8 @@ async def send(
         llm=selection,
         tools=tools,
         require_approval=require_approval,
+        # Following, the model's words are printed as they come (unless asked not to).
+        stream=stream if stream is not None else (True if follow else None),
     )
     event = request_event(request)
     async with _connected(settings) as transport:
@@ -175,10 +186,11 @@ async def send(
             await transport.publish(transport.requests_destination(task_id), event)
             print(f"sent {EventType.EXECUTION_REQUESTED} for task {task_id}")
             return 0
-        async with transport.watch(
-            transport.events_destination(task_id), from_start=False
-        ) as watched:
-            return await _follow(settings, transport, event, task_id, watched)
+        async with (
+            transport.watch(transport.events_destination(task_id), from_start=False) as watched,
+            transport.watch(transport.deltas_destination(task_id), from_start=False) as deltas,
+        ):
+            return await _follow(settings, transport, event, task_id, watched, deltas)
 
 
 async def _follow(
@@ -187,11 +199,12 @@ async def _follow(
     event: CloudEvent,
     task_id: str,
     watched: AsyncIterator[object],
+    deltas: AsyncIterator[object],
 ) -> int:
     await transport.publish(transport.requests_destination(task_id), event)
     print(f"sent {EventType.EXECUTION_REQUESTED} for task {task_id}; following its events")
     terminal = await print_until_done(
-        task_events(transport, task_id, watched),
+        merged(task_events(transport, task_id, watched), task_events(transport, task_id, deltas)),
         sys.stdout,
         lambda t, a: approve_hint(settings, t, a),
     )
@@ -199,20 +212,49 @@ async def _follow(
 
 
 async def approve(
-    settings: Settings, task_id: str, approval_id: str, *, approved: bool, reason: str | None
+    settings: Settings,
+    task_id: str,
+    approval_id: str,
+    *,
+    approved: bool,
+    reason: str | None,
+    approver: str | None = None,
+    signer: "ReplySigner | None" = None,
 ) -> int:
     reply = ApprovalReplied(
         task_id=task_id,
         approval_id=approval_id,
         approved=approved,
-        approver=default_approver(),
+        approver=approver or default_approver(),
         reason=reason,
     )
+    event = approval_reply_event(reply)
+    if signer is not None:
+        event = signer.signed(event, reply)
     async with _connected(settings) as transport:
         destination = transport.approval_replies_destination(task_id)
-        await transport.publish(destination, approval_reply_event(reply))
+        await transport.publish(destination, event)
     verdict = "approved" if approved else "denied"
-    print(f"{verdict} {approval_id} of task {task_id} (sent to {destination})")
+    signed = f", signed {signer.algorithm} as {reply.approver}" if signer is not None else ""
+    print(f"{verdict} {approval_id} of task {task_id} (sent to {destination}{signed})")
+    return 0
+
+
+def sign_approval(
+    reply: ApprovalReplied, signer: "ReplySigner", *, event_id: str | None, whole_event: bool
+) -> int:
+    """Print the `approvalsig` of a reply (or the whole signed reply, structured mode)."""
+    event = approval_reply_event(reply)
+    if event_id is not None:
+        event = event.model_copy(update={"id": event_id})
+    signed = signer.signed(event, reply)
+    if whole_event:
+        # Structured mode: one line that kcat or nats publishes as it is.
+        print(encode_nats(signed, "structured").value.decode())
+        return 0
+    if event_id is None:
+        print(f"the reply's event id must be {event.id}", file=sys.stderr)
+    print(signed.extensions[APPROVALSIG_EXTENSION])
     return 0
 
 

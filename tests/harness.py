@@ -15,11 +15,12 @@ from temporalio.client import Client
 
 from temporal_executor.bridge.service import run_bridge
 from temporal_executor.bus.factory import create_transport
-from temporal_executor.bus.transport import InboundMessage, Transport
+from temporal_executor.bus.transport import InboundMessage, Transport, Watch
 from temporal_executor.dev.embedded_stack import EmbeddedStack, EmbeddedStackError
 from temporal_executor.schemas.cloudevent import TASKID_EXTENSION, CloudEvent
 from temporal_executor.schemas.config import ContentMode, ScriptedTurn, Settings
 from temporal_executor.schemas.event_types import TERMINAL_TYPES, EventType
+from temporal_executor.schemas.events import LlmDelta
 from temporal_executor.schemas.task import BusName
 from temporal_executor.worker.service import run_worker
 
@@ -50,6 +51,8 @@ SCRIPTS: dict[str, list[dict[str, Any]]] = {
     ]
     * 10,
     "unauthorised": [{"error": "authentication"}],
+    # Its first attempt fails, the second answers: deltas of attempt 2 only.
+    "flaky": [{"text": "steady words after a retry", "error": "unavailable", "error_attempts": 1}],
 }
 
 
@@ -386,3 +389,62 @@ class ServiceProcess:
         if self.process.returncode is None:
             self.process.terminate()
         return await asyncio.wait_for(self.process.wait(), 30)
+
+
+class DeltaWatcher:
+    """Every `agent.llm.delta` on one bus, by task (use as `async with`)."""
+
+    def __init__(self, transport: Transport) -> None:
+        self._transport = transport
+        self._by_task: dict[str, list[CloudEvent]] = {}
+        self._changed = asyncio.Condition()
+        self._reader: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> "DeltaWatcher":
+        watch = self._transport.watch(self._transport.deltas_destination(None), from_start=False)
+        await watch.start()
+        self._reader = asyncio.create_task(self._read(watch))
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        assert self._reader is not None
+        self._reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._reader
+
+    async def _read(self, watch: Watch) -> None:
+        try:
+            async for message in watch:
+                event = self._transport.decode(message)
+                async with self._changed:
+                    task = event.extension(TASKID_EXTENSION) or "?"
+                    self._by_task.setdefault(task, []).append(event)
+                    self._changed.notify_all()
+        finally:
+            await watch.aclose()
+
+    def of(self, task_id: str) -> list[CloudEvent]:
+        unique = {e.id: e for e in self._by_task.get(task_id, [])}
+        return sorted(unique.values(), key=lambda e: (delta_of(e).attempt, delta_of(e).index))
+
+    async def wait_for_text(
+        self, task_id: str, text: str, *, attempt: int | None = None, timeout: float = EVENT_TIMEOUT
+    ) -> None:
+        async with asyncio.timeout(timeout), self._changed:
+            while text not in streamed_text(self.of(task_id), attempt=attempt):
+                await self._changed.wait()
+
+    async def wait_for_any(self, task_id: str) -> None:
+        async with asyncio.timeout(EVENT_TIMEOUT * 2), self._changed:
+            while not self.of(task_id):
+                await self._changed.wait()
+
+
+def delta_of(event: CloudEvent) -> LlmDelta:
+    return LlmDelta.model_validate(event.data)
+
+
+def streamed_text(deltas: list[CloudEvent], *, attempt: int | None = None) -> str:
+    return "".join(
+        delta_of(e).text for e in deltas if attempt is None or delta_of(e).attempt == attempt
+    )

@@ -26,7 +26,6 @@ from tests.test_a2a import INPUT_REQUIRED, a2a_client, collect, user_message, wa
 from tests.test_gateway import TIMEOUT, gateway_settings
 from tests.test_gateway_streams import (
     approve,
-    ensure_deltas_destination,
     publish_deltas,
     until,
 )
@@ -54,7 +53,6 @@ async def test_subscribe_streams_the_turns_text_as_artifact_updates(
     service: ServiceHarness, gateway: GatewayServer, client: Client
 ) -> None:
     transport = service.producers["nats"].transport
-    await ensure_deltas_destination(transport)
     first = await collect(
         client.send_message(SendMessageRequest(message=user_message("note it", model="note")))
     )

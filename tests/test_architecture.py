@@ -1,7 +1,8 @@
 """The layers hold: each package imports only the ones below it (README, "Layout").
 
-    schemas  ->  telemetry  ->  bus, tasks.temporal_connection (+ payload_encryption)
-             ->  tasks  ->  bridge, gateway, worker  ->  CLI
+    schemas  ->  telemetry  ->  bus, Temporal helpers (tasks.temporal_connection,
+             tasks.payload_storage, tasks.payload_encryption)  ->  tasks
+             ->  bridge, gateway, worker  ->  CLI
 
 Read from the source with `ast`, so a lazy import inside a function counts as much as one
 at the top of a module. Checked: the installed package, i.e. the top-level folders and

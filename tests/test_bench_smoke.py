@@ -95,3 +95,13 @@ async def test_sdk_phase_prints_real_sdk_and_mcp_figures(
             row = rows[f"8. {name}: {figure}"]
             assert row.split(" | ")[1] != "-", row
     assert rows["8. anthropic: bridge RSS MB idle/peak"].split(" | ")[1] == "-"
+
+
+async def test_streaming_benchmark_prints_time_to_first_token(
+    embedded_stack: EmbeddedStack, tmp_path: Path
+) -> None:
+    text = await run_module(
+        embedded_stack, tmp_path, "bench.streaming", "--bus", "nats", "--samples", "2"
+    )
+    for label in ("time to first token", "model's own time to first chunk", "delta events"):
+        assert f"| {label}" in text, text

@@ -171,7 +171,7 @@ async def test_send_follow_prints_every_event_until_the_end(
     service: ServiceHarness, config: Path, bus: BusName, capsys: pytest.CaptureFixture[str]
 ) -> None:
     task_id = new_task_id("cli")
-    args = cli_args(config, bus, *send_args(task_id, "one-turn"), "--follow")
+    args = cli_args(config, bus, *send_args(task_id, "one-turn"), "--follow", "--no-stream")
     assert await run(*args) == 0
     assert capsys.readouterr().out.splitlines() == [
         f"sent {EventType.EXECUTION_REQUESTED} for task {task_id}; following its events",
@@ -184,6 +184,19 @@ async def test_send_follow_prints_every_event_until_the_end(
             f"after 1 iterations: done: hello from {task_id}",
         ),
     ]
+
+
+async def test_send_follow_prints_the_text_as_it_streams(
+    service: ServiceHarness, config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    task_id = new_task_id("cli")
+    assert await run(*cli_args(config, "nats", *send_args(task_id, "calculate"), "--follow")) == 0
+    lines = capsys.readouterr().out.splitlines()
+    # The answer streams before its agent.llm.responded (the tool call's turn has no text).
+    answer = "  the answer is 42"
+    assert answer in lines
+    responded = [i for i, line in enumerate(lines) if EventType.LLM_RESPONDED in line]
+    assert responded[0] < lines.index(answer) < responded[1]
 
 
 async def test_send_follow_exits_1_when_the_task_fails(

@@ -21,6 +21,7 @@ import pytest
 
 from temporal_executor.dev.embedded_stack import ENV_OVERRIDES
 from temporal_executor.gateway import GatewayServer
+from temporal_executor.schemas.config import KeySource, TokenIdentity
 from temporal_executor.schemas.event_types import EventType, workflow_id_for
 from temporal_executor.schemas.task import BusName
 from tests.harness import (
@@ -261,7 +262,7 @@ async def test_approvals_a_task_is_not_waiting_for_are_409(http: httpx.AsyncClie
     assert "approval-9-9" in response.json()["message"]
     response = await http.post(path, json={"approved": "maybe"})
     assert response.status_code == 400
-    first = await http.post(path, json={"approved": False, "reason": "no", "approver": "ann"})
+    first = await http.post(path, json={"approved": False, "reason": "no"})
     assert first.status_code == 200, first.text
     again = await http.post(path, json={"approved": True, "approval_id": pending["approval_id"]})
     assert again.status_code == 409, again.text
@@ -330,24 +331,44 @@ async def test_bearer_token(service: ServiceHarness, monkeypatch: pytest.MonkeyP
         await server.stop()
 
 
-async def test_approvers_and_buses_config_limits(service: ServiceHarness) -> None:
-    settings = gateway_settings(service)
+async def test_approvers_and_buses_config_limits(
+    service: ServiceHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TEST_ALICE_TOKEN", "alice-token")
+    monkeypatch.setenv("TEST_BOB_TOKEN", "bob-token")
+    settings = gateway_settings(
+        service,
+        tokens=[
+            TokenIdentity(identity=who, token=KeySource(env=f"TEST_{who.upper()}_TOKEN"))
+            for who in ("alice", "bob")
+        ],
+    )
     settings.bridge.allowed_approvers = ["alice"]
     settings.bus.nats.enabled = False  # this gateway cannot read tasks that publish on NATS
     server = GatewayServer(settings, service.client)
     await server.start()
     try:
-        async with httpx.AsyncClient(base_url=server.url, timeout=TIMEOUT) as http:
+        as_alice = {"Authorization": "Bearer alice-token"}
+        async with httpx.AsyncClient(
+            base_url=server.url, timeout=TIMEOUT, headers=as_alice
+        ) as http:
             waiting = new_task_id("approver")
             assert (
                 await http.post("/api/v1/execute", json=execute_body(waiting, "note"))
             ).is_success
             await wait_for_state(http, waiting, "awaiting_approval")
             path = f"/api/v1/approve/{workflow_id_for(waiting)}"
-            refused = await http.post(path, json={"approved": True, "approver": "bob"})
+            # The approver is the caller: bob naming alice in the body is still bob.
+            as_bob = {"Authorization": "Bearer bob-token"}
+            body = {"approved": True, "approver": "alice"}
+            refused = await http.post(path, json=body, headers=as_bob)
             assert (refused.status_code, refused.json()["error"]) == (403, "forbidden")
-            allowed = await http.post(path, json={"approved": True, "approver": "alice"})
+            allowed = await http.post(path, json={"approved": True, "approver": "bob"})
             assert allowed.status_code == 200, allowed.text
+            resolved = await service.watchers["kafka"].wait_for(
+                waiting, EventType.APPROVAL_RESOLVED
+            )
+            assert resolved.data["approver"] == "alice"
 
             on_nats = new_task_id("nats")
             await service.producers["nats"].request(on_nats)

@@ -30,17 +30,6 @@ async def gateway_on(service: ServiceHarness, bus: BusName) -> AsyncIterator[Gat
         await server.stop()
 
 
-async def ensure_deltas_destination(transport: Transport) -> None:
-    """Before the streaming feature's transports create it: the deltas topic or stream."""
-    if hasattr(transport, "deltas_destination"):
-        return  # the transport creates it on start
-    if transport.bus == "kafka":  # the broker creates a topic on its first message
-        await transport.publish("agent.deltas", delta("nobody", 0, 1, 0, "warm-up"))
-    else:
-        js = transport._jetstream()  # type: ignore[attr-defined]
-        await js.add_stream(name="AGENT_DELTAS", subjects=["agent.deltas.>"])
-
-
 def delta(task_id: str, iteration: int, attempt: int, index: int, text: str) -> CloudEvent:
     workflow_id = workflow_id_for(task_id)
     return CloudEvent(
@@ -107,7 +96,6 @@ async def test_sse_with_deltas_on_one_shared_subscription(
     service: ServiceHarness, bus: BusName
 ) -> None:
     transport = service.producers[bus].transport
-    await ensure_deltas_destination(transport)
     async with (
         gateway_on(service, bus) as server,
         httpx.AsyncClient(base_url=server.url, timeout=TIMEOUT) as http,

@@ -10,7 +10,15 @@ from temporal_executor.dev.embedded_stack import EmbeddedStack
 from temporal_executor.schemas.cloudevent import CloudEvent
 from temporal_executor.schemas.config import FallbackTarget, ProviderSettings, ScriptedTurn
 from temporal_executor.schemas.event_types import EventType, workflow_id_for
-from tests.harness import ServiceHarness, data, new_task_id, service_settings, types
+from temporal_executor.schemas.events import LlmDelta
+from tests.harness import (
+    DeltaWatcher,
+    ServiceHarness,
+    data,
+    new_task_id,
+    service_settings,
+    types,
+)
 
 DOWN = ScriptedTurn(error="unavailable")
 
@@ -120,3 +128,19 @@ async def test_when_every_fallback_is_down_the_task_fails_with_the_last_error(
 def test_a_provider_cannot_fall_back_on_itself() -> None:
     with pytest.raises(ValueError, match="names itself in its fallbacks"):
         scripted("loop", [FallbackTarget(provider="loop")])
+
+
+async def test_a_fallback_streams_as_a_later_attempt(service: ServiceHarness) -> None:
+    task_id = new_task_id("fallback-stream")
+    async with DeltaWatcher(service.producers["nats"].transport) as deltas:
+        await service.producers["nats"].request(
+            task_id, model_config={"provider": "primary", "model": "down"}, tools=[], stream=True
+        )
+        events = await service.watchers["nats"].wait_for_end(task_id)
+        await deltas.wait_for_text(task_id, f"backup answered: hello from {task_id}")
+        streamed = deltas.of(task_id)
+
+    assert events[-1].type == EventType.EXECUTION_COMPLETED
+    # Two attempts each on primary and also-down (llm_max_attempts), then backup's first:
+    # its deltas do not reuse the ids of the attempts before it.
+    assert {LlmDelta.model_validate(e.data).attempt for e in streamed} == {5}

@@ -62,6 +62,10 @@ ANSWERS: list[tuple[type[errors.TaskError], int, str, str | None]] = [
     (errors.StatusUnavailable, 500, "internal_error", None),
     # The bridge keeps the message and retries (`RetryLater`), never dead-letters it.
     (errors.TemporalUnavailable, 503, "temporal_unavailable", None),
+    # Bus replies only (HTTP and A2A callers are authenticated instead).
+    (errors.InvalidSignature, 500, "internal_error", DeadLetterReason.INVALID_SIGNATURE),
+    # Raised at start (a key file config names), never for a message or a call.
+    (errors.KeyConfigError, 500, "internal_error", None),
 ]
 
 

@@ -9,7 +9,7 @@ ones are retried by Temporal.
 
 import asyncio
 import json
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
@@ -32,6 +32,7 @@ from temporal_executor.schemas.task import (
     ToolCallResult,
 )
 from temporal_executor.worker.activity_declarations import AgentActivityDeclarations
+from temporal_executor.worker.deltas import DeltaPublisher
 from temporal_executor.worker.errors import WorkerError
 from temporal_executor.worker.instrumentation import llm_call, tool_call
 from temporal_executor.worker.llm.registry import ProviderRegistry
@@ -62,14 +63,18 @@ class AgentActivities(AgentActivityDeclarations):
         providers: ProviderRegistry,
         tools: ToolRegistry,
         publisher: EventPublisher,
+        approvers_for: Callable[[str], list[str] | None] = lambda _tool: None,
         max_payload_bytes: int | None = None,
     ) -> None:
         self._max_payload_bytes = max_payload_bytes
         self._executor = executor
+        # Who may approve a tool's calls (`Settings.approvers_for`); None: anyone.
+        self._approvers_for = approvers_for
         self._llm = llm
         self._providers = providers
         self._tools = tools
         self._publisher = publisher
+        self._deltas = DeltaPublisher(publisher, executor.delta_interval_seconds)
 
     @activity.defn(name="plan_task")
     async def plan_task(self, request: ExecutionRequested) -> TaskPlan:
@@ -114,6 +119,11 @@ class AgentActivities(AgentActivityDeclarations):
             tools=specs,
             approval=ApprovalPolicy(
                 tools=approval_needed,
+                approvers={
+                    name: approvers
+                    for name in approval_needed
+                    if (approvers := self._approvers_for(name)) is not None
+                },
                 timeout_seconds=executor.approval_timeout_seconds,
                 approve_on_timeout=executor.approve_on_timeout,
             ),
@@ -132,6 +142,7 @@ class AgentActivities(AgentActivityDeclarations):
             ),
             max_parallel_tools=executor.max_parallel_tools,
             max_total_tokens=request.max_total_tokens or executor.max_total_tokens,
+            stream=executor.stream if request.stream is None else request.stream,
             error=error,
         )
 
@@ -145,7 +156,9 @@ class AgentActivities(AgentActivityDeclarations):
     async def call_llm(self, call: LlmCallInput) -> LlmCallResult:
         try:
             provider = self._providers.get(call.selection.provider)
-            result: LlmCallResult = await _heartbeating(provider.complete(call))
+            # Streaming: fragments go out as `agent.llm.delta` events as they come.
+            async with self._deltas.sink_for(call) as deltas:
+                result: LlmCallResult = await _heartbeating(provider.complete(call, deltas))
         except WorkerError as exc:
             raise to_application_error(exc) from exc
         content, truncated = truncate_text(result.message.content, self._executor.max_result_bytes)

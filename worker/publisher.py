@@ -8,7 +8,8 @@ from collections.abc import Callable
 
 from temporal_executor.bus.outbound import build_event, destinations
 from temporal_executor.bus.transport import Transport
-from temporal_executor.schemas.task import BusName, PublishInput
+from temporal_executor.schemas.cloudevent import CloudEvent
+from temporal_executor.schemas.task import BusName, EventRoute, PublishInput
 from temporal_executor.worker.instrumentation import PUBLISHED
 
 TransportFactory = Callable[[BusName], Transport]
@@ -31,6 +32,17 @@ class EventPublisher:
     async def check(self, bus: BusName) -> str | None:
         """None when `bus` answers (connecting to it first if no event went there yet)."""
         return await (await self._transport(bus)).check()
+
+    @property
+    def source(self) -> str:
+        return self._source
+
+    async def publish_unconfirmed(
+        self, route: EventRoute, destination: str, event: CloudEvent
+    ) -> None:
+        """Publish without waiting for the bus to store it (streamed deltas: best effort)."""
+        transport = await self._transport(route.bus)
+        await transport.publish(destination, event, confirm=False)
 
     async def _transport(self, bus: BusName) -> Transport:
         transport = self._transports.get(bus)

@@ -40,6 +40,7 @@ def build_activities(
         providers=providers,
         tools=ToolRegistry(settings.tools, tool_sources),
         publisher=publisher,
+        approvers_for=settings.approvers_for,
         max_payload_bytes=settings.payload_storage.max_payload_bytes,
     )
     return activities, publisher, providers

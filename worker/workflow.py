@@ -222,6 +222,7 @@ class AgentExecutionWorkflow:
             else None
         )
         while True:
+            position = len(plan.fallbacks) + 1 - len(selections)
             selection = selections.pop(0)
             call = LlmCallInput(
                 task_id=self._request.task_id,
@@ -229,6 +230,11 @@ class AgentExecutionWorkflow:
                 system_prompt=self._request.system_prompt,
                 messages=self._messages,
                 tools=plan.tools,
+                stream=plan.stream,
+                iteration=self._iteration,
+                # A fallback's attempts number on from the earlier selections'.
+                attempt_offset=position * plan.llm_max_attempts,
+                route=self._task.route if plan.stream else None,
             )
             self._check_payload_size("the conversation sent to the LLM", call)
             try:
@@ -382,7 +388,10 @@ class AgentExecutionWorkflow:
         timeout = timedelta(seconds=self._planned.approval.timeout_seconds)
         expires_at = workflow.now() + timeout
         self._pending[approval_id] = PendingApproval(
-            approval_id=approval_id, tool_call=call, expires_at=expires_at
+            approval_id=approval_id,
+            tool_call=call,
+            expires_at=expires_at,
+            approvers=self._planned.approval.approvers.get(call.name),
         )
         self._state = "awaiting_approval"
         await self._emit(
@@ -447,6 +456,14 @@ class AgentExecutionWorkflow:
         if not known:
             msg = f"task {self._request.task_id} has no approval {decision.approval_id!r}"
             raise ApplicationError(msg, type="unknown_approval")
+        # The last word on who may approve (the task service checked it already).
+        pending = self._pending.get(decision.approval_id)
+        if pending is not None and not pending.allows(decision.approver):
+            msg = (
+                f"approver {decision.approver!r} may not approve {pending.tool_call.name} "
+                f"(allowed: {', '.join(pending.approvers or [])})"
+            )
+            raise ApplicationError(msg, type="approver_not_allowed")
 
     @workflow.query(name="published")
     def published(self, query: PublishedQuery) -> PublishedEvents:

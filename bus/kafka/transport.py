@@ -101,7 +101,7 @@ class KafkaTransport(BaseTransport[KafkaDelivery]):
         # a metadata request would otherwise create them with their default partitions.
         topics = self._kafka.topics
         names = [topics.requests, topics.approval_replies, topics.events, topics.approvals]
-        names.append(topics.dlq)
+        names.extend([topics.dlq, topics.deltas])
         admin = AIOKafkaAdminClient(**self._client_kwargs())
         try:
             await admin.start()
@@ -161,6 +161,9 @@ class KafkaTransport(BaseTransport[KafkaDelivery]):
 
     def approvals_destination(self, task_id: str | None) -> str:
         return self._kafka.topics.approvals
+
+    def deltas_destination(self, task_id: str | None) -> str:
+        return self._kafka.topics.deltas
 
     def dead_letter_destination(self, reason: str | None) -> str:
         return self._kafka.topics.dlq

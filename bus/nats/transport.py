@@ -132,6 +132,7 @@ class NatsTransport(BaseTransport[NatsDelivery]):
             (streams.events, subjects.events),
             (streams.approvals, subjects.approvals),
             (streams.dlq, subjects.dlq),
+            (streams.deltas, subjects.deltas),
         ]
 
     async def _create_streams(self) -> None:
@@ -186,6 +187,9 @@ class NatsTransport(BaseTransport[NatsDelivery]):
 
     def approvals_destination(self, task_id: str | None) -> str:
         return self._subject(self._nats.subjects.approvals, task_id)
+
+    def deltas_destination(self, task_id: str | None) -> str:
+        return self._subject(self._nats.subjects.deltas, task_id)
 
     def dead_letter_destination(self, reason: str | None) -> str:
         return self._subject(self._nats.subjects.dlq, reason)

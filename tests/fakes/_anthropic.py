@@ -1,4 +1,6 @@
-"""A fake Anthropic Messages API: `POST /v1/messages`, non-streaming."""
+"""A fake Anthropic Messages API: `POST /v1/messages`, plain or streamed (`"stream": true`:
+server-sent events `message_start`, `content_block_start|delta|stop` with `text_delta` and
+`input_json_delta` fragments, `ping`, `message_delta` with the usage, `message_stop`)."""
 
 from __future__ import annotations
 
@@ -8,7 +10,18 @@ from collections.abc import Iterable
 from typing import Any, NoReturn
 
 from tests.fakes._json_http import HttpResponse, RecordedRequest
-from tests.fakes._script import TOOL_NAME, ErrorReply, Refused, Reply, ScriptedLlmServer, usage_of
+from tests.fakes._script import (
+    TOOL_NAME,
+    ErrorReply,
+    Refused,
+    Reply,
+    ScriptedLlmServer,
+    json_pieces,
+    sse,
+    streams,
+    text_pieces,
+    usage_of,
+)
 
 _ERROR_TYPES = {
     400: "invalid_request_error",
@@ -96,6 +109,8 @@ class FakeAnthropicServer(ScriptedLlmServer):
                 "service_tier": "standard",
             },
         }
+        if streams(request):
+            return HttpResponse(200, None, self._headers(), chunks=_events(body))
         return HttpResponse(200, body, self._headers())
 
     def render_error(self, error: ErrorReply, model: str) -> HttpResponse:
@@ -138,6 +153,43 @@ class FakeAnthropicServer(ScriptedLlmServer):
 
     def _headers(self, request_id: str | None = None) -> dict[str, str]:
         return {"request-id": request_id or f"req_{self.next_id():024d}"}
+
+
+def _events(message: dict[str, Any]) -> list[bytes]:
+    """`message` as the Messages API streams it."""
+    usage = message["usage"]
+    start = {**message, "content": [], "stop_reason": None, "usage": {**usage, "output_tokens": 1}}
+    events = [sse({"type": "message_start", "message": start}, "message_start")]
+    for index, block in enumerate(message["content"]):
+        if block["type"] == "text":
+            opened: dict[str, Any] = {"type": "text", "text": ""}
+            deltas = [{"type": "text_delta", "text": t} for t in text_pieces(block["text"])]
+        else:
+            opened = {**block, "input": {}}
+            # The first fragment is empty, as the API sends it.
+            pieces = ["", *json_pieces(json.dumps(block["input"]))]
+            deltas = [{"type": "input_json_delta", "partial_json": p} for p in pieces]
+        events.append(
+            sse(
+                {"type": "content_block_start", "index": index, "content_block": opened},
+                "content_block_start",
+            )
+        )
+        if index == 0:
+            events.append(sse({"type": "ping"}, "ping"))
+        events.extend(
+            sse({"type": "content_block_delta", "index": index, "delta": d}, "content_block_delta")
+            for d in deltas
+        )
+        events.append(sse({"type": "content_block_stop", "index": index}, "content_block_stop"))
+    final = {
+        "type": "message_delta",
+        "delta": {"stop_reason": message["stop_reason"], "stop_sequence": None},
+        "usage": {k: v for k, v in usage.items() if k != "service_tier"},
+    }
+    events.append(sse(final, "message_delta"))
+    events.append(sse({"type": "message_stop"}, "message_stop"))
+    return events
 
 
 def _refuse(message: str) -> NoReturn:

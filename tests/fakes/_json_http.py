@@ -1,7 +1,9 @@
 """A threaded HTTP server on 127.0.0.1 that hands every request to one Python method.
 
 Real sockets and real HTTP/1.1 keep-alive, so the code under test runs its real client
-stack; the server records every request it gets.
+stack; the server records every request it gets. A response with `chunks` streams them
+(chunked transfer encoding), each written as it is made and `chunk_delay_seconds` apart,
+the first `first_chunk_delay_seconds` after the request: what server-sent events need.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ import contextlib
 import json
 import socket
 import threading
+import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
@@ -29,6 +33,8 @@ class RecordedRequest:
     # The parsed JSON body; None when empty or not JSON (see `raw`).
     body: Any
     raw: bytes
+    # When it was read (time.time()).
+    received: float = 0.0
 
     def header(self, name: str) -> str | None:
         return self.headers.get(name.lower())
@@ -40,6 +46,8 @@ class HttpResponse:
     # Sent as JSON, unless str or bytes (sent as is).
     body: Any
     headers: dict[str, str] = field(default_factory=dict)
+    # Streamed instead of `body`, one chunk at a time (server-sent events).
+    chunks: Iterable[bytes] | None = None
 
 
 class JsonHttpServer:
@@ -50,6 +58,15 @@ class JsonHttpServer:
         self._requests: list[RecordedRequest] = []
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
+        # Streamed responses: the pause before the first chunk, and between the others.
+        self.first_chunk_delay_seconds = 0.0
+        self.chunk_delay_seconds = 0.0
+        # Drop the connection after this many chunks of the next streamed response, as a
+        # provider's front end or a network does mid-stream; None: send them all.
+        self.break_stream_after: int | None = None
+        # Per streamed response, seconds from reading the request to writing its first chunk:
+        # the model's own time to first token, to compare what the service adds.
+        self.first_chunk_latencies: list[float] = []
 
     def handle(self, request: RecordedRequest) -> HttpResponse:
         raise NotImplementedError
@@ -118,6 +135,10 @@ class JsonHttpServer:
     ) -> None:
         self.stop()
 
+    def _first_chunk_written(self, latency: float) -> None:
+        with self._lock:
+            self.first_chunk_latencies.append(latency)
+
     def _record_and_handle(self, request: RecordedRequest) -> HttpResponse:
         with self._lock:
             self._requests.append(request)
@@ -170,6 +191,7 @@ class _Handler(BaseHTTPRequestHandler):
         """Quiet: the owner records requests."""
 
     def _serve(self) -> None:
+        received = time.monotonic()
         length = int(self.headers.get("content-length") or 0)
         raw = self.rfile.read(length) if length else b""
         url = urlsplit(self.path)
@@ -184,12 +206,42 @@ class _Handler(BaseHTTPRequestHandler):
             headers={name.lower(): value for name, value in self.headers.items()},
             body=body,
             raw=raw,
+            received=time.time(),
         )
         try:
             response = self.server.owner._record_and_handle(request)
         except Exception as exc:  # a bug in a fake or a script: show it to the client
             response = HttpResponse(500, {"error": f"fake server failed: {exc!r}"})
-        self._send(response)
+        if response.chunks is not None:
+            self._stream(response, received)
+        else:
+            self._send(response)
+
+    def _stream(self, response: HttpResponse, received: float) -> None:
+        owner = self.server.owner
+        self.send_response(response.status)
+        headers = {"content-type": "text/event-stream; charset=utf-8", **response.headers}
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.send_header("transfer-encoding", "chunked")
+        self.end_headers()
+        delay = owner.first_chunk_delay_seconds
+        cut, owner.break_stream_after = owner.break_stream_after, None
+        try:
+            for n, chunk in enumerate(response.chunks or ()):
+                if n == cut:
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    return
+                time.sleep(delay)
+                delay = owner.chunk_delay_seconds
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                if n == 0:
+                    owner._first_chunk_written(time.monotonic() - received)
+            self.wfile.write(b"0\r\n\r\n")
+        except OSError:
+            # The client went away mid-stream (a killed worker): nothing more to say.
+            self.close_connection = True
 
     def _send(self, response: HttpResponse) -> None:
         if isinstance(response.body, bytes):

@@ -1,4 +1,8 @@
-"""A fake OpenAI Chat Completions API, non-streaming, as OpenAI and as Azure OpenAI serve it."""
+"""A fake OpenAI Chat Completions API, as OpenAI and as Azure OpenAI serve it: plain, or
+streamed (`"stream": true`: `chat.completion.chunk` server-sent events, a tool call's id and
+name in its first chunk and its arguments in pieces after, then, with
+`stream_options.include_usage`, a last chunk without choices holding the usage, and
+`data: [DONE]`; Azure first sends a chunk of content filter results)."""
 
 from __future__ import annotations
 
@@ -9,7 +13,17 @@ from collections.abc import Iterable
 from typing import Any, NoReturn
 
 from tests.fakes._json_http import HttpResponse, RecordedRequest
-from tests.fakes._script import ErrorReply, Refused, Reply, ScriptedLlmServer, usage_of
+from tests.fakes._script import (
+    ErrorReply,
+    Refused,
+    Reply,
+    ScriptedLlmServer,
+    json_pieces,
+    sse,
+    streams,
+    text_pieces,
+    usage_of,
+)
 
 _AZURE_PATH = re.compile(r"/openai/deployments/([^/]+)/chat/completions")
 
@@ -122,7 +136,13 @@ class FakeOpenAIServer(ScriptedLlmServer):
             "service_tier": "default",
             "system_fingerprint": "fp_fake",
         }
-        return HttpResponse(200, body, {"x-request-id": f"req_{self.next_id():024d}"})
+        headers = {"x-request-id": f"req_{self.next_id():024d}"}
+        if streams(request):
+            options = request.body.get("stream_options") or {}
+            azure = _AZURE_PATH.fullmatch(request.path) is not None
+            chunks = _chunks(body, usage=options.get("include_usage") is True, azure=azure)
+            return HttpResponse(200, None, headers, chunks=chunks)
+        return HttpResponse(200, body, headers)
 
     def render_error(self, error: ErrorReply, model: str) -> HttpResponse:
         if error.body is not None:
@@ -185,6 +205,58 @@ class FakeOpenAIServer(ScriptedLlmServer):
             raise Refused(_azure_error(404, "DeploymentNotFound", _AZURE_NO_DEPLOYMENT))
 
 
+def _chunks(completion: dict[str, Any], *, usage: bool, azure: bool) -> list[bytes]:
+    """`completion` as Chat Completions streams it."""
+    choice = completion["choices"][0]
+    message = choice["message"]
+    head = {k: completion[k] for k in ("id", "created", "model", "service_tier")}
+    head |= {"object": "chat.completion.chunk", "system_fingerprint": "fp_fake"}
+
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
+        data = {
+            **head,
+            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+        }
+        if usage:
+            data["usage"] = None
+        return sse(data)
+
+    out: list[bytes] = []
+    if azure:
+        filters = [{"prompt_index": 0, "content_filter_results": {}}]
+        out.append(
+            sse(
+                {
+                    "choices": [],
+                    "created": 0,
+                    "id": "",
+                    "model": "",
+                    "object": "",
+                    "prompt_filter_results": filters,
+                }
+            )
+        )
+    out.append(chunk({"role": "assistant", "content": "", "refusal": None}))
+    out.extend(chunk({"content": piece}) for piece in text_pieces(message["content"] or ""))
+    for index, call in enumerate(message.get("tool_calls", [])):
+        opened = {
+            "index": index,
+            "id": call["id"],
+            "type": "function",
+            "function": {"name": call["function"]["name"], "arguments": ""},
+        }
+        out.append(chunk({"tool_calls": [opened]}))
+        out.extend(
+            chunk({"tool_calls": [{"index": index, "function": {"arguments": piece}}]})
+            for piece in json_pieces(call["function"]["arguments"])
+        )
+    out.append(chunk({}, choice["finish_reason"]))
+    if usage:
+        out.append(sse({**head, "choices": [], "usage": completion["usage"]}))
+    out.append(sse("[DONE]"))
+    return out
+
+
 def _openai_error(
     status: int,
     message: str,
@@ -215,6 +287,11 @@ def _refuse(message: str, param: str | None, code: str | None = None) -> NoRetur
 
 
 def _check_body(body: dict[str, Any]) -> None:
+    if "stream_options" in body and body.get("stream") is not True:
+        _refuse(
+            "The 'stream_options' parameter is only allowed when 'stream' is enabled.",
+            "stream_options",
+        )
     temperature = body.get("temperature")
     if temperature is not None and not 0 <= temperature <= 2:
         _refuse(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -170,6 +171,31 @@ class ScriptedLlmServer(JsonHttpServer):
 
     def next_id(self) -> int:
         return next(self._ids)
+
+
+# -- streaming: what the three APIs' server-sent events share --------------------------
+
+
+def sse(data: Any, event: str | None = None, *, end: bytes = b"\n\n") -> bytes:
+    """One server-sent event; `data` is sent as JSON unless it is a str."""
+    payload = data if isinstance(data, str) else json.dumps(data, separators=(",", ":"))
+    head = f"event: {event}\n" if event is not None else ""
+    return f"{head}data: {payload}".encode() + end
+
+
+def text_pieces(content: str) -> list[str]:
+    """Text as models stream it: a word (with its spacing) at a time."""
+    return re.findall(r"\s*\S+\s*", content) or ([content] if content else [])
+
+
+def json_pieces(arguments: str, size: int = 10) -> list[str]:
+    """A tool call's arguments JSON as models stream it: a few characters at a time."""
+    return [arguments[i : i + size] for i in range(0, len(arguments), size)]
+
+
+def streams(request: RecordedRequest) -> bool:
+    """Whether the request asks for a streamed reply (Anthropic's and OpenAI's body flag)."""
+    return isinstance(request.body, dict) and request.body.get("stream") is True
 
 
 def _words(value: Any) -> int:

@@ -1,4 +1,5 @@
-"""Fake Vertex AI endpoints: Claude (`:rawPredict`) and Gemini (`:generateContent`).
+"""Fake Vertex AI endpoints: Claude (`:rawPredict`, `:streamRawPredict`) and Gemini
+(`:generateContent`, `:streamGenerateContent?alt=sse`).
 
 Both take a Google OAuth access token (`Authorization: Bearer`) and serve one project and
 region. Errors of the Vertex front end (authentication, permission, unknown model, quota,
@@ -23,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from tests.fakes._anthropic import FakeAnthropicServer, _check_messages, _check_tools
 from tests.fakes._json_http import HttpResponse, JsonHttpServer, RecordedRequest
-from tests.fakes._script import ErrorReply, Refused, Reply, ScriptedLlmServer
+from tests.fakes._script import ErrorReply, Refused, Reply, ScriptedLlmServer, sse, text_pieces
 
 _STATUS = {
     400: "INVALID_ARGUMENT",
@@ -98,15 +99,17 @@ class _GoogleFrontEnd:
 # -- Claude on Vertex -------------------------------------------------------------------------
 
 _RAW_PREDICT = re.compile(
-    r"/v1/projects/([^/]+)/locations/([^/]+)/publishers/anthropic/models/([^/:]+):rawPredict"
+    r"/v1/projects/([^/]+)/locations/([^/]+)/publishers/anthropic/models/([^/:]+)"
+    r":(rawPredict|streamRawPredict)"
 )
 
 
 class FakeVertexAnthropicServer(_GoogleFrontEnd, FakeAnthropicServer):
-    """`POST /v1/projects/{p}/locations/{r}/publishers/anthropic/models/{model}:rawPredict`.
+    """`POST /v1/projects/{p}/locations/{r}/publishers/anthropic/models/{model}:rawPredict`,
+    or `:streamRawPredict` for a streamed reply.
 
     The body is a Messages API body with `anthropic_version` and without `model` (it is in
-    the path); the reply is a Messages API reply.
+    the path); the reply is a Messages API reply, or its server-sent events.
     """
 
     def __init__(
@@ -131,7 +134,7 @@ class FakeVertexAnthropicServer(_GoogleFrontEnd, FakeAnthropicServer):
         found = _RAW_PREDICT.fullmatch(request.path)
         if request.method != "POST" or found is None:
             raise Refused(google_error(404, f"The requested URL {request.path} was not found."))
-        project, region, model = found.groups()
+        project, region, model, method = found.groups()
         self.check_token(request)
         resource = f"projects/{project}/locations/{region}/publishers/anthropic/models/{model}"
         self.check_resource(project, region, resource)
@@ -140,6 +143,8 @@ class FakeVertexAnthropicServer(_GoogleFrontEnd, FakeAnthropicServer):
             _refuse_anthropic("There was an error parsing the body of your request.")
         if "model" in body:
             _refuse_anthropic("model: Extra inputs are not permitted")
+        if (method == "streamRawPredict") != body.get("stream", False):
+            _refuse_anthropic(f"stream: must be {method == 'streamRawPredict'} for :{method}")
         for name in ("anthropic_version", "max_tokens", "messages"):
             if name not in body:
                 _refuse_anthropic(f"{name}: Field required")
@@ -206,7 +211,7 @@ def _front_end_error(error: ErrorReply, resource: str) -> HttpResponse:
 
 _GENERATE_CONTENT = re.compile(
     r"/(v1|v1beta1)/projects/([^/]+)/locations/([^/]+)/publishers/google/models/([^/:]+)"
-    r":generateContent"
+    r":(generateContent|streamGenerateContent)"
 )
 # Gemini's rule for function names.
 GEMINI_FUNCTION_NAME = r"^[a-zA-Z_][a-zA-Z0-9_.:-]{0,63}$"
@@ -240,7 +245,10 @@ _PART_FIELDS = ("text", "functionCall", "functionResponse", "inlineData", "fileD
 
 
 class FakeGeminiServer(_GoogleFrontEnd, ScriptedLlmServer):
-    """`POST /v1beta1/projects/{p}/locations/{l}/publishers/google/models/{model}:generateContent`.
+    """`POST /v1beta1/projects/{p}/locations/{l}/publishers/google/models/{model}:generateContent`,
+    or `:streamGenerateContent`: with `?alt=sse` server-sent events, each a partial response
+    (text a few words at a time, a function call whole), the last one with the finish
+    reason and the usage; without, the same responses as one JSON array.
 
     Like Gemini, it gives function calls no `id` unless `call_ids` is set, and for
     `gemini-3*` models signs the first call of a turn and refuses a history whose calls
@@ -272,7 +280,7 @@ class FakeGeminiServer(_GoogleFrontEnd, ScriptedLlmServer):
         found = _GENERATE_CONTENT.fullmatch(request.path)
         if request.method != "POST" or found is None:
             raise Refused(google_error(404, f"The requested URL {request.path} was not found."))
-        _, project, location, model = found.groups()
+        _, project, location, model, _method = found.groups()
         self.check_token(request)
         self.check_resource(
             project,
@@ -334,6 +342,11 @@ class FakeGeminiServer(_GoogleFrontEnd, ScriptedLlmServer):
             "createTime": "2026-11-26T12:00:00.000000Z",
             "responseId": f"resp-{self.next_id():08d}",
         }
+        if request.path.endswith(":streamGenerateContent"):
+            chunks = _partial_responses(response)
+            if request.query.get("alt") == "sse":
+                return HttpResponse(200, None, chunks=[sse(c, end=b"\r\n\r\n") for c in chunks])
+            return HttpResponse(200, chunks)
         return HttpResponse(200, response)
 
     def render_error(self, error: ErrorReply, model: str) -> HttpResponse:
@@ -348,6 +361,26 @@ class FakeGeminiServer(_GoogleFrontEnd, ScriptedLlmServer):
 
 def _words(value: Any) -> int:
     return len(json.dumps(value).split())
+
+
+def _partial_responses(response: dict[str, Any]) -> list[dict[str, Any]]:
+    """`response` as `streamGenerateContent` sends it."""
+    candidate = response["candidates"][0]
+    parts = candidate["content"]["parts"]
+    head = {k: response[k] for k in ("modelVersion", "createTime", "responseId")}
+    texts = [p["text"] for p in parts if "text" in p]
+    calls = [p for p in parts if "text" not in p]
+    pieces: list[list[dict[str, Any]]] = [[{"text": t}] for t in text_pieces("".join(texts))]
+    if calls or not pieces:
+        pieces.append(calls)
+    out: list[dict[str, Any]] = [
+        {"candidates": [{"content": {"role": "model", "parts": piece}}], **head} for piece in pieces
+    ]
+    last = out[-1]["candidates"][0]
+    last["finishReason"] = candidate["finishReason"]
+    last["avgLogprobs"] = candidate["avgLogprobs"]
+    out[-1]["usageMetadata"] = response["usageMetadata"]
+    return out
 
 
 def _invalid(message: str) -> NoReturn:

@@ -7,6 +7,7 @@ extracts those from its SDK's exception.
 """
 
 import email.utils
+import importlib
 import math
 import time
 from collections.abc import Mapping
@@ -21,6 +22,26 @@ from temporal_executor.worker.llm.errors import (
     RateLimited,
 )
 from temporal_executor.worker.redaction import redact
+
+
+def _transport_errors() -> tuple[type[Exception], ...]:
+    """Connection errors and timeouts of the HTTP libraries the SDKs run on (httpx2 or
+    httpx; aiohttp, which google-genai uses for async calls once it is installed), raised
+    as they are, e.g. when a streamed response breaks off."""
+    found: list[type[Exception]] = []
+    for module, name in (
+        ("httpx2", "TransportError"),
+        ("httpx", "TransportError"),
+        ("aiohttp", "ClientError"),
+    ):
+        try:
+            found.append(getattr(importlib.import_module(module), name))
+        except ImportError:  # pragma: no cover - depends on what else is installed
+            continue
+    return tuple(found)
+
+
+TRANSPORT_ERRORS = _transport_errors()
 
 # Provider error messages end up in events and logs; a whole HTML error page does not help.
 _MAX_DETAIL_CHARS = 500
@@ -59,6 +80,10 @@ def error_for_status(
     """Map one HTTP error response; `label` names the provider, e.g. "anthropic provider 'x'"."""
     if len(detail) > _MAX_DETAIL_CHARS:
         detail = detail[:_MAX_DETAIL_CHARS] + "…"
+    if status < 400:
+        # An error event in a stream that had begun well (HTTP 200): the reply broke off
+        # mid-way (the model overloaded, say); another attempt may finish it.
+        return ProviderUnavailable(redact(f"{label}: the streamed reply failed: {detail}"))
     # A provider (or a proxy in front of it) may quote the request's credentials back.
     message = redact(f"{label}: HTTP {status}: {detail}")
     if status == 429:

@@ -1,6 +1,7 @@
-"""Anthropic Messages API (non-streaming) through the official SDK: Anthropic's own API
-(`kind: anthropic`) or Claude on Vertex AI (`kind: vertex_anthropic`, the SDK's Vertex
-client: same messages, the model in the URL, a Google access token instead of a key).
+"""Anthropic Messages API (plain, or streamed with `messages.stream`) through the official
+SDK: Anthropic's own API (`kind: anthropic`) or Claude on Vertex AI (`kind: vertex_anthropic`,
+the SDK's Vertex client: same messages, the model in the URL, a Google access token instead
+of a key).
 
 Imported only when config names such a provider (see `registry`), so a worker that does
 not use it never loads the SDK.
@@ -20,7 +21,11 @@ from anthropic.types import (
 from temporal_executor.schemas.config import ProviderSettings
 from temporal_executor.schemas.conversation import AssistantMessage, ChatMessage, ToolCall, Usage
 from temporal_executor.schemas.task import LlmCallInput, LlmCallResult
-from temporal_executor.worker.llm._http_errors import error_for_status, unreachable
+from temporal_executor.worker.llm._http_errors import (
+    TRANSPORT_ERRORS,
+    error_for_status,
+    unreachable,
+)
 from temporal_executor.worker.llm._provider_settings import (
     api_key_from_env,
     check_model,
@@ -34,6 +39,7 @@ from temporal_executor.worker.llm._vertex import (
     vertex_region,
 )
 from temporal_executor.worker.llm.errors import InvalidLlmRequest, LlmError, ProviderUnavailable
+from temporal_executor.worker.llm.streaming import DeltaSink
 
 # Passed on every call: with the client's default timeout the SDK refuses (ValueError)
 # non-streaming calls whose max_tokens it estimates could take over 10 minutes. The
@@ -51,7 +57,7 @@ class AnthropicProvider:
     def client(self) -> anthropic.AsyncAnthropic | anthropic.AsyncAnthropicVertex:
         return self._client
 
-    async def complete(self, call: LlmCallInput) -> LlmCallResult:
+    async def complete(self, call: LlmCallInput, deltas: DeltaSink | None = None) -> LlmCallResult:
         selection = call.selection
         check_model(self._settings, selection.model)
         extra_body: dict[str, Any] = {}
@@ -59,21 +65,28 @@ class AnthropicProvider:
             # The 2.x SDK no longer has a `temperature` argument; the API still reads the
             # field, whose range there is 0..1 while a request may say up to 2 (OpenAI's range).
             extra_body["temperature"] = min(selection.temperature, 1.0)
+        params: dict[str, Any] = {
+            "model": selection.model,
+            "max_tokens": selection.max_tokens or self._settings.default_max_tokens,
+            "messages": to_anthropic_messages(call.messages),
+            "system": call.system_prompt or anthropic.omit,
+            "tools": [_tool(spec.name, spec.description, spec.parameters) for spec in call.tools]
+            or anthropic.omit,
+            "extra_body": extra_body or None,
+            "timeout": _TIMEOUT,
+        }
         try:
-            reply = await self._client.messages.create(
-                model=selection.model,
-                max_tokens=selection.max_tokens or self._settings.default_max_tokens,
-                messages=to_anthropic_messages(call.messages),
-                system=call.system_prompt or anthropic.omit,
-                tools=[_tool(spec.name, spec.description, spec.parameters) for spec in call.tools]
-                or anthropic.omit,
-                extra_body=extra_body or None,
-                timeout=_TIMEOUT,
-            )
+            if deltas is None:
+                reply: Message = await self._client.messages.create(**params)
+            else:
+                reply = await self._streamed(params, deltas)
         except anthropic.APIError as exc:
             # Not chained: the SDK's error holds the whole response, credentials it
             # quotes included; the mapped one says what matters, redacted.
             raise map_anthropic_error(self._label, exc) from None
+        except TRANSPORT_ERRORS as exc:
+            # The connection broke while the reply streamed (the SDK passes that on as is).
+            raise unreachable(self._label, exc) from None
         except Exception as exc:
             # On Vertex the SDK resolves Application Default Credentials on the first request.
             raise_google_auth_error(self._label, exc)
@@ -86,6 +99,23 @@ class AnthropicProvider:
 
     async def aclose(self) -> None:
         await self._client.close()
+
+    async def _streamed(self, params: dict[str, Any], deltas: DeltaSink) -> Message:
+        """The reply through server-sent events, each fragment to `deltas` as it comes."""
+        calls: dict[int, tuple[str, str]] = {}  # content block index -> tool_use id, name
+        async with self._client.messages.stream(**params) as stream:
+            async for event in stream:
+                if event.type == "content_block_start" and event.content_block.type == "tool_use":
+                    block = event.content_block
+                    calls[event.index] = (block.id, block.name)
+                    deltas.tool_call(block.id, block.name, "")
+                elif event.type == "content_block_delta":
+                    if event.delta.type == "text_delta":
+                        deltas.text(event.delta.text)
+                    elif event.delta.type == "input_json_delta" and event.index in calls:
+                        call_id, name = calls[event.index]
+                        deltas.tool_call(call_id, name, event.delta.partial_json)
+            return await stream.get_final_message()
 
 
 def _make_client(

@@ -1,4 +1,5 @@
-"""Gemini on Vertex AI (`kind: vertex_gemini`) through the google-genai SDK, non-streaming.
+"""Gemini on Vertex AI (`kind: vertex_gemini`) through the google-genai SDK: `generateContent`,
+or `streamGenerateContent` (server-sent events) when the call streams.
 
 Imported only when config names such a provider (see `registry`): google-genai is a large
 import that a worker without Gemini never pays for.
@@ -24,7 +25,6 @@ How the neutral conversation maps to `generateContent`:
 """
 
 import base64
-import importlib
 import json
 from typing import Any
 
@@ -36,7 +36,11 @@ from google.oauth2.credentials import Credentials
 from temporal_executor.schemas.config import ProviderSettings
 from temporal_executor.schemas.conversation import AssistantMessage, ChatMessage, ToolCall, Usage
 from temporal_executor.schemas.task import LlmCallInput, LlmCallResult
-from temporal_executor.worker.llm._http_errors import error_for_status, unreachable
+from temporal_executor.worker.llm._http_errors import (
+    TRANSPORT_ERRORS,
+    error_for_status,
+    unreachable,
+)
 from temporal_executor.worker.llm._provider_settings import (
     check_model,
     optional_max_tokens,
@@ -55,25 +59,11 @@ from temporal_executor.worker.llm.errors import (
     ProviderNotConfigured,
     ProviderUnavailable,
 )
+from temporal_executor.worker.llm.streaming import DeltaSink
 
 # The placeholder signature Google documents for function calls from another source.
 SKIP_THOUGHT_SIGNATURE = base64.urlsafe_b64decode("skip_thought_signature_validator")
 GENERATED_ID_PREFIX = "gemini-"
-
-
-def _transport_errors() -> tuple[type[Exception], ...]:
-    """Connection errors and timeouts of whichever HTTP library google-genai runs on
-    (httpx2, or httpx), which it raises as they are."""
-    found: list[type[Exception]] = []
-    for name in ("httpx2", "httpx"):
-        try:
-            found.append(importlib.import_module(name).TransportError)
-        except ImportError:  # pragma: no cover - depends on what else is installed
-            continue
-    return tuple(found)
-
-
-_TRANSPORT_ERRORS = _transport_errors()
 
 
 class GeminiProvider:
@@ -116,7 +106,7 @@ class GeminiProvider:
     def client(self) -> genai.Client:
         return self._client
 
-    async def complete(self, call: LlmCallInput) -> LlmCallResult:
+    async def complete(self, call: LlmCallInput, deltas: DeltaSink | None = None) -> LlmCallResult:
         selection = call.selection
         check_model(self._settings, selection.model)
         max_tokens = optional_max_tokens(self._settings, selection)
@@ -136,19 +126,23 @@ class GeminiProvider:
             # The SDK may call Python functions itself; the workflow runs the tools.
             automatic_function_calling=types.AutomaticFunctionCallingConfig(disable=True),
         )
+        turn = sum(1 for message in call.messages if message.role == "assistant")
+        contents = to_gemini_contents(call.messages)
         try:
-            reply = await self._client.aio.models.generate_content(
-                model=selection.model, contents=to_gemini_contents(call.messages), config=config
-            )
+            if deltas is None:
+                reply = await self._client.aio.models.generate_content(
+                    model=selection.model, contents=contents, config=config
+                )
+            else:
+                reply = await self._streamed(selection.model, contents, config, turn, deltas)
         except genai_errors.APIError as exc:
             # Not chained: the SDK's error holds the whole response, credentials it
             # quotes included; the mapped one says what matters, redacted.
             raise map_gemini_error(self._label, exc) from None
-        except _TRANSPORT_ERRORS as exc:
+        except TRANSPORT_ERRORS as exc:
             raise unreachable(self._label, exc) from None
         except Exception as exc:
             raise_google_auth_error(self._label, exc)
-        turn = sum(1 for message in call.messages if message.role == "assistant")
         return LlmCallResult(
             message=self._assistant_message(reply, turn),
             usage=_usage(reply),
@@ -159,6 +153,57 @@ class GeminiProvider:
     async def aclose(self) -> None:
         await self._client.aio.aclose()
         self._client.close()
+
+    async def _streamed(
+        self,
+        model: str,
+        contents: list[types.Content],
+        config: types.GenerateContentConfig,
+        turn: int,
+        deltas: DeltaSink,
+    ) -> types.GenerateContentResponse:
+        """The reply as a stream of partial responses, each fragment to `deltas` as it comes,
+        merged into one response: the parts in order, the last finish reason and usage.
+
+        Gemini sends a function call whole, in one part, so its fragment is all its arguments.
+        """
+        parts: list[types.Part] = []
+        last: types.GenerateContentResponse | None = None
+        finish: types.FinishReason | None = None
+        usage: types.GenerateContentResponseUsageMetadata | None = None
+        answered = False
+        calls = 0
+        stream = await self._client.aio.models.generate_content_stream(
+            model=model, contents=contents, config=config
+        )
+        async for chunk in stream:
+            last, usage = chunk, chunk.usage_metadata or usage
+            if not chunk.candidates:
+                continue
+            answered = True
+            candidate = chunk.candidates[0]
+            finish = candidate.finish_reason or finish
+            for part in candidate.content.parts or [] if candidate.content else []:
+                parts.append(part)
+                call = part.function_call
+                if part.text and not part.thought:
+                    deltas.text(part.text)
+                elif call is not None and call.name:
+                    # The id `_assistant_message` gives it, when Gemini gives none.
+                    call_id = call.id or f"{GENERATED_ID_PREFIX}{turn}-{calls}"
+                    deltas.tool_call(call_id, call.name, json.dumps(call.args or {}))
+                    calls += 1
+        if not answered:
+            # No candidates at all: the prompt was blocked (`prompt_feedback` says why).
+            return last or types.GenerateContentResponse()
+        return types.GenerateContentResponse(
+            candidates=[
+                types.Candidate(
+                    content=types.Content(role="model", parts=parts), finish_reason=finish
+                )
+            ],
+            usage_metadata=usage,
+        )
 
     def _assistant_message(
         self, reply: types.GenerateContentResponse, turn: int

@@ -1,4 +1,5 @@
-"""OpenAI Chat Completions (non-streaming) through the official SDK, for OpenAI and Azure OpenAI.
+"""OpenAI Chat Completions (plain, or streamed with `stream=True`) through the official SDK,
+for OpenAI and Azure OpenAI.
 
 Imported only when config names an `openai` or `azure_openai` provider (see `registry`).
 On Azure the request's model is the deployment name: the SDK puts it in the URL path.
@@ -8,9 +9,12 @@ import json
 from typing import Any
 
 import openai
+from openai import AsyncStream
 from openai.lib.azure import AsyncAzureADTokenProvider
+from openai.types import CompletionUsage
 from openai.types.chat import (
     ChatCompletion,
+    ChatCompletionChunk,
     ChatCompletionFunctionToolParam,
     ChatCompletionMessageFunctionToolCallParam,
     ChatCompletionMessageParam,
@@ -25,7 +29,11 @@ from temporal_executor.schemas.conversation import (
     Usage,
 )
 from temporal_executor.schemas.task import LlmCallInput, LlmCallResult
-from temporal_executor.worker.llm._http_errors import error_for_status, unreachable
+from temporal_executor.worker.llm._http_errors import (
+    TRANSPORT_ERRORS,
+    error_for_status,
+    unreachable,
+)
 from temporal_executor.worker.llm._provider_settings import (
     api_key_from_env,
     check_model,
@@ -39,6 +47,7 @@ from temporal_executor.worker.llm.errors import (
     ProviderNotConfigured,
     ProviderUnavailable,
 )
+from temporal_executor.worker.llm.streaming import DeltaSink
 
 
 class OpenAIProvider:
@@ -51,7 +60,7 @@ class OpenAIProvider:
     def client(self) -> openai.AsyncOpenAI:
         return self._client
 
-    async def complete(self, call: LlmCallInput) -> LlmCallResult:
+    async def complete(self, call: LlmCallInput, deltas: DeltaSink | None = None) -> LlmCallResult:
         selection = call.selection
         check_model(self._settings, selection.model)
         max_tokens = optional_max_tokens(self._settings, selection)
@@ -66,27 +75,75 @@ class OpenAIProvider:
             }
             for spec in call.tools
         ]
+        params: dict[str, Any] = {
+            "model": selection.model,
+            "messages": to_openai_messages(call.system_prompt, call.messages),
+            "tools": tools or openai.omit,
+            "temperature": selection.temperature
+            if selection.temperature is not None
+            else openai.omit,
+            # `max_tokens` is deprecated and refused by reasoning models.
+            "max_completion_tokens": max_tokens if max_tokens is not None else openai.omit,
+        }
         try:
-            reply = await self._client.chat.completions.create(
-                model=selection.model,
-                messages=to_openai_messages(call.system_prompt, call.messages),
-                tools=tools or openai.omit,
-                temperature=selection.temperature
-                if selection.temperature is not None
-                else openai.omit,
-                # `max_tokens` is deprecated and refused by reasoning models.
-                max_completion_tokens=max_tokens if max_tokens is not None else openai.omit,
-            )
+            if deltas is None:
+                reply: ChatCompletion = await self._client.chat.completions.create(**params)
+                message, usage = self._assistant_message(reply), _usage(reply.usage)
+            else:
+                message, usage = await self._streamed(params, deltas)
         except openai.APIError as exc:
             # Not chained: the SDK's error holds the whole response, credentials it
             # quotes included; the mapped one says what matters, redacted.
             raise map_openai_error(self._label, exc) from None
+        except TRANSPORT_ERRORS as exc:
+            # The connection broke while the reply streamed (the SDK passes that on as is).
+            raise unreachable(self._label, exc) from None
         return LlmCallResult(
-            message=self._assistant_message(reply),
-            usage=_usage(reply),
-            provider=self._settings.name,
-            model=selection.model,
+            message=message, usage=usage, provider=self._settings.name, model=selection.model
         )
+
+    async def _streamed(
+        self, params: dict[str, Any], deltas: DeltaSink
+    ) -> tuple[AssistantMessage, Usage]:
+        """The reply as chunks (server-sent events), each fragment to `deltas` as it comes.
+
+        A tool call's first chunk has its id and name, later ones pieces of its arguments;
+        with `include_usage` the last chunk has no choices and the usage.
+        """
+        stream: AsyncStream[ChatCompletionChunk] = await self._client.chat.completions.create(
+            **params, stream=True, stream_options={"include_usage": True}
+        )
+        texts: list[str] = []
+        calls: dict[int, list[str]] = {}  # index -> [id, name, arguments so far]
+        usage: CompletionUsage | None = None
+        answered = False
+        async with stream:
+            async for chunk in stream:
+                usage = chunk.usage or usage
+                for choice in chunk.choices:
+                    # Azure sends a first chunk without choices (its content filter results).
+                    answered = answered or choice.index == 0
+                    if choice.index != 0:
+                        continue
+                    if choice.delta.content:
+                        texts.append(choice.delta.content)
+                        deltas.text(choice.delta.content)
+                    for piece in choice.delta.tool_calls or []:
+                        call = calls.setdefault(piece.index, ["", "", ""])
+                        function = piece.function
+                        call[0] = piece.id or call[0]
+                        call[1] = (function.name if function else None) or call[1]
+                        fragment = (function.arguments if function else None) or ""
+                        call[2] += fragment
+                        deltas.tool_call(call[0], call[1], fragment)
+        if not answered:
+            msg = f"{self._label}: the reply has no choices"
+            raise ProviderUnavailable(msg)
+        tool_calls = [
+            ToolCall(id=call_id, name=name, arguments=parse_arguments(arguments))
+            for call_id, name, arguments in (calls[index] for index in sorted(calls))
+        ]
+        return AssistantMessage(content="".join(texts), tool_calls=tool_calls), _usage(usage)
 
     async def aclose(self) -> None:
         await self._client.close()
@@ -248,9 +305,7 @@ def map_openai_error(label: str, exc: openai.APIError) -> LlmError:
     return ProviderUnavailable(f"{label}: {type(exc).__name__}: {exc.message}")
 
 
-def _usage(reply: ChatCompletion) -> Usage:
-    if reply.usage is None:
+def _usage(usage: CompletionUsage | None) -> Usage:
+    if usage is None:
         return Usage()
-    return Usage(
-        input_tokens=reply.usage.prompt_tokens, output_tokens=reply.usage.completion_tokens
-    )
+    return Usage(input_tokens=usage.prompt_tokens, output_tokens=usage.completion_tokens)

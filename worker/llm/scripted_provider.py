@@ -9,11 +9,17 @@ Two scripts are built in, used unless config defines a script of the same name:
 `echo` answers "You said: {user_message}"; `demo` calls `calculator` and `save_note`
 (those of them the task offers), then answers with the last tool result.
 
+Streaming, the reply is played as fragments: the text word by word, each tool call's
+arguments JSON in pieces, `chunk_delay_seconds` apart.
+
 Placeholders, filled in text and in tool-call argument strings: `{user_message}` is the
 task's message (the last user message, which is the first one unless the request
 carried history) and `{last_tool_result}` the content of the last tool message.
 """
 
+import asyncio
+import json
+import re
 from typing import Any
 
 from temporalio import activity
@@ -31,6 +37,7 @@ from temporal_executor.worker.llm.errors import (
     ProviderUnavailable,
     RateLimited,
 )
+from temporal_executor.worker.llm.streaming import DeltaSink
 
 ERRORS: dict[str, type[LlmError]] = {
     "rate_limited": RateLimited,
@@ -59,7 +66,7 @@ class ScriptedProvider:
         # Attempts per (task, model, turn), only used when not running in an activity.
         self._attempts: dict[tuple[str, str, int], int] = {}
 
-    async def complete(self, call: LlmCallInput) -> LlmCallResult:
+    async def complete(self, call: LlmCallInput, deltas: DeltaSink | None = None) -> LlmCallResult:
         model = call.selection.model
         check_model(self._settings, model)
         script = self._script(model, {tool.name for tool in call.tools})
@@ -76,6 +83,8 @@ class ScriptedProvider:
                 for position, spec in enumerate(turn.tool_calls)
             ],
         )
+        if deltas is not None:
+            await _play(message, deltas, turn.chunk_delay_seconds)
         return LlmCallResult(
             message=message,
             usage=_usage(call, message),
@@ -123,6 +132,22 @@ class ScriptedProvider:
         filled: dict[str, Any] = _fill_value(arguments, values)
         # Derived from the position in the conversation, so a retry yields the same ids.
         return ToolCall(id=f"call_{index}_{position}", name=name, arguments=filled)
+
+
+# Arguments JSON is streamed in pieces of this many characters, as models write it.
+ARGUMENTS_PIECE = 12
+
+
+async def _play(message: AssistantMessage, deltas: DeltaSink, delay: float) -> None:
+    for word in re.findall(r"\s*\S+\s*", message.content):
+        await asyncio.sleep(delay)
+        deltas.text(word)
+    for call in message.tool_calls:
+        arguments = json.dumps(call.arguments)
+        deltas.tool_call(call.id, call.name, "")
+        for start in range(0, len(arguments), ARGUMENTS_PIECE):
+            await asyncio.sleep(delay)
+            deltas.tool_call(call.id, call.name, arguments[start : start + ARGUMENTS_PIECE])
 
 
 def _demo_script(offered: set[str]) -> list[ScriptedTurn]:
