@@ -164,12 +164,55 @@ ROWS: list[tuple[str, Getter, Callable[[Value], str], str, Callable[[float], boo
     ),
 ]
 
+
+def _sdk_rows() -> list[tuple[str, Getter, Callable[[Value], str], str, None]]:
+    """Section 8: the real SDKs, with and without an MCP server (bench/sdk.py)."""
+    rows: list[tuple[str, Getter, Callable[[Value], str], str, None]] = []
+    for kind in ("openai", "anthropic"):
+        for mcp in (False, True):
+            name = f"{kind}{' + MCP' if mcp else ''}"
+            prefix = f"sdk_{kind}{'_mcp' if mcp else ''}_"
+            rows += [
+                (
+                    f"8. {name}: light load published->completed ms",
+                    _key(prefix + "completed"),
+                    _p,
+                    "p50 <= 50",
+                    None,
+                ),
+                (
+                    f"8. {name}: worker RSS MB idle/after burst/peak",
+                    _key(prefix + "worker_rss"),
+                    _p,
+                    "peak <= 128",
+                    None,
+                ),
+                (
+                    f"8. {name}: bridge RSS MB idle/peak",
+                    _key(prefix + "bridge_rss"),
+                    _p,
+                    "peak <= idle + 15",
+                    None,
+                ),
+            ]
+    return rows
+
+
+ROWS += _sdk_rows()
+
 CHECKS_ON_P50 = {
     "4. light load: published->completed ms": lambda v: v[0] <= 50,
     "6. bridge RSS MB idle/peak": lambda v: v[1] <= 64,
     "6. bridge RSS MB idle/peak, bridge modules only": lambda v: v[1] <= 64,
     "6. worker RSS MB idle/peak": lambda v: v[1] <= 128,
 }
+for _label, *_ in ROWS:
+    if _label.startswith("8. ") and "->completed" in _label:
+        CHECKS_ON_P50[_label] = lambda v: v[0] <= 50
+    elif _label.startswith("8. ") and "worker RSS" in _label:
+        CHECKS_ON_P50[_label] = lambda v: v[2] <= 128
+    elif _label.startswith("8. ") and "bridge RSS" in _label:
+        CHECKS_ON_P50[_label] = lambda v: v[1] <= v[0] + 15
 
 
 class Table:

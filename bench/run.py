@@ -23,7 +23,7 @@ from pathlib import Path
 
 from temporalio.client import Client
 
-from bench import latency, load, procs
+from bench import latency, load, procs, sdk
 from bench.minimal import WORKFLOW_NAME
 from bench.report import Table
 from temporal_executor.bus.factory import create_transport
@@ -50,7 +50,9 @@ PHASES = (
     "naive",
     "latency",
     "worker",
+    "sdk",
 )
+SDK_KINDS = ("openai", "anthropic")
 
 
 @dataclass
@@ -67,6 +69,8 @@ class Options:
     two_bridges: bool = True
     repeat: int = 1
     phases: tuple[str, ...] = PHASES
+    sdk_kinds: tuple[str, ...] = SDK_KINDS
+    sdk_tasks: int = 200
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="bench-")))
 
 
@@ -418,6 +422,14 @@ async def run_n(ctx: Context, n: int) -> None:
             rate, idle_w, peak_w = await agent_worker_phase(ctx, bus, o.worker_n)
             table.set(n, bus, "agent", rate)
             table.set(n, bus, "worker_rss", (idle_w, max(peak_w, worker_peak)))
+        if want("sdk", once=True):
+            for kind in o.sdk_kinds:
+                for mcp in (False, True):
+                    label = f"{kind}{' + MCP' if mcp else ''}"
+                    say(f"N={n} {bus}: {label} SDK, bridge + worker, {o.sdk_tasks} tasks")
+                    result = await sdk.sdk_phase(ctx, bus, kind, mcp=mcp)
+                    for key, value in result.items():
+                        table.set(n, bus, sdk.key(kind, mcp, key), value)
         rss = table.values[table.name(n, bus)].get("bridge_rss")
         if rss is not None:
             table.set(n, bus, "bridge_rss", (rss[0], max(peaks)))
@@ -439,6 +451,12 @@ def parse(argv: Sequence[str] | None) -> tuple[Options, argparse.Namespace]:
         "--repeat", type=int, default=3, help="bridge runs, alternating with direct ones"
     )
     parser.add_argument("--phases", default=",".join(PHASES), help="which to run")
+    parser.add_argument(
+        "--sdk-kinds", default=",".join(SDK_KINDS), help="real SDKs for the sdk phase"
+    )
+    parser.add_argument(
+        "--sdk-tasks", type=int, default=200, help="sdk phase: tasks before 'RSS after N'"
+    )
     parser.add_argument("--quick", action="store_true", help="smoke test: N=20, small samples")
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--workdir", type=Path, help="logs and configs (default: a temp dir)")
@@ -461,7 +479,11 @@ def parse(argv: Sequence[str] | None) -> tuple[Options, argparse.Namespace]:
         two_bridges=not args.one_bridge_only,
         repeat=max(args.repeat, 1),
         phases=tuple(args.phases.split(",")),
+        sdk_kinds=tuple(k for k in args.sdk_kinds.split(",") if k),
+        sdk_tasks=args.sdk_tasks,
     )
+    if unknown := set(options.sdk_kinds) - set(SDK_KINDS):
+        parser.error(f"unknown SDK kinds {sorted(unknown)}")
     if args.quick:
         options.ns = [20]
         options.latency_samples = 3
@@ -470,6 +492,7 @@ def parse(argv: Sequence[str] | None) -> tuple[Options, argparse.Namespace]:
         options.worker_n = 6
         options.bare_samples = 10
         options.repeat = 1
+        options.sdk_tasks = min(options.sdk_tasks, 10)
     if args.workdir:
         args.workdir.mkdir(parents=True, exist_ok=True)
         options.workdir = args.workdir

@@ -64,6 +64,39 @@ async def test_timeline_prints_every_step_of_a_one_turn_task(
     assert "completed event received" in text
 
 
+async def test_sdk_phase_prints_real_sdk_and_mcp_figures(
+    embedded_stack: EmbeddedStack, tmp_path: Path
+) -> None:
+    """`--phases sdk`: the worker with the OpenAI SDK against the local wire-format server,
+    with and without an MCP server, prints latency and memory for each (tiny N)."""
+    text = await run_module(
+        embedded_stack,
+        tmp_path,
+        "bench",
+        "--quick",
+        "--bus",
+        "nats",
+        "--phases",
+        "sdk",
+        "--sdk-kinds",
+        "openai",
+        "--sdk-tasks",
+        "3",
+        "--workdir",
+        str(tmp_path),
+    )
+    rows = {line.split(" | ")[0][2:]: line for line in text.splitlines() if line.startswith("| 8.")}
+    for name in ("openai", "openai + MCP"):
+        for figure in (
+            "light load published->completed ms",
+            "worker RSS MB idle/after burst/peak",
+            "bridge RSS MB idle/peak",
+        ):
+            row = rows[f"8. {name}: {figure}"]
+            assert row.split(" | ")[1] != "-", row
+    assert rows["8. anthropic: bridge RSS MB idle/peak"].split(" | ")[1] == "-"
+
+
 async def test_streaming_benchmark_prints_time_to_first_token(
     embedded_stack: EmbeddedStack, tmp_path: Path
 ) -> None:
