@@ -153,7 +153,10 @@ async def test_many_subscribers_share_one_bus_subscription(
             for task_id, _ in waiting
             for _ in range(8)  # 24 streams, 8 per task
         ]
-        await until(lambda: server.stream_followers == len(streams))
+        # A follower registers before the shared watch has opened (Kafka: a fetch away).
+        await until(
+            lambda: server.stream_followers == len(streams) and server.stream_subscriptions > 0
+        )
         assert server.stream_subscriptions == 1
         for task_id, _ in waiting:
             await approve(http, task_id)
