@@ -1,7 +1,6 @@
 """The bridge process: one dispatcher per enabled bus, until told to stop."""
 
 import asyncio
-import contextlib
 import logging
 
 from temporalio.client import Client
@@ -12,8 +11,7 @@ from temporal_executor.bus.factory import create_transport, enabled_buses
 from temporal_executor.bus.transport import Transport
 from temporal_executor.schemas.config import Settings
 from temporal_executor.tasks.service import TaskService
-from temporal_executor.tasks.temporal_connection import connect_with_retry, temporal_problem
-from temporal_executor.telemetry.health import HEALTH
+from temporal_executor.tasks.temporal_connection import connect_with_retry, readiness_checks
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +34,7 @@ async def run_bridge(settings: Settings, stop: asyncio.Event, client: Client | N
     ]
     log.info("bridge started", extra={"buses": [t.bus for t in transports]})
     stopped = asyncio.create_task(stop.wait())
-    ready = readiness_checks(settings, client, transports)
+    ready = readiness_checks(settings, client, {t.bus: t.check for t in transports})
     try:
         await asyncio.wait([stopped, *runs], return_when=asyncio.FIRST_COMPLETED)
     finally:
@@ -55,18 +53,3 @@ async def run_bridge(settings: Settings, stop: asyncio.Event, client: Client | N
         for transport in transports:
             await transport.close()
     log.info("bridge stopped")
-
-
-def readiness_checks(
-    settings: Settings, client: Client, transports: list[Transport]
-) -> contextlib.ExitStack:
-    """/readyz answers 200 while Temporal and every transport answer; close to withdraw."""
-    checks = contextlib.ExitStack()
-    timeout = settings.observability.readiness_timeout_seconds
-    host_port = settings.temporal.host_port
-    checks.enter_context(
-        HEALTH.registered("temporal", lambda: temporal_problem(client, host_port, timeout))
-    )
-    for transport in transports:
-        checks.enter_context(HEALTH.registered(transport.bus, transport.check))
-    return checks

@@ -1,9 +1,11 @@
 """Connecting to Temporal, the same way for the bridge, the worker and the CLI."""
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import os
+from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,7 @@ from temporalio.service import RPCError, TLSConfig
 from temporal_executor.schemas.config import Settings, TlsSettings
 from temporal_executor.tasks.payload_encryption import encryption_codec
 from temporal_executor.tasks.payload_storage import external_storage
+from temporal_executor.telemetry.health import HEALTH, Check
 from temporal_executor.telemetry.tracing import temporal_interceptors
 
 log = logging.getLogger(__name__)
@@ -121,3 +124,18 @@ async def connect_with_retry(settings: Settings, stop: asyncio.Event) -> Client 
         except TimeoutError:
             delay = min(delay * 2, settings.bridge.retry_max_seconds)
     return None
+
+
+def readiness_checks(
+    settings: Settings, client: Client, bus_checks: Mapping[str, Check]
+) -> contextlib.ExitStack:
+    """/readyz answers 200 while Temporal and each bus check answer; close to withdraw them."""
+    checks = contextlib.ExitStack()
+    timeout = settings.observability.readiness_timeout_seconds
+    host_port = settings.temporal.host_port
+    checks.enter_context(
+        HEALTH.registered("temporal", lambda: temporal_problem(client, host_port, timeout))
+    )
+    for name, check in bus_checks.items():
+        checks.enter_context(HEALTH.registered(name, check))
+    return checks

@@ -15,8 +15,8 @@ from temporal_executor.bus.factory import create_transport, enabled_buses
 from temporal_executor.bus.transport import Transport
 from temporal_executor.schemas.config import Settings
 from temporal_executor.schemas.task import BusName
-from temporal_executor.tasks.temporal_connection import connect_temporal, temporal_problem
-from temporal_executor.telemetry.health import HEALTH
+from temporal_executor.tasks.temporal_connection import connect_temporal, readiness_checks
+from temporal_executor.telemetry.health import Check
 from temporal_executor.worker.activities import AgentActivities
 from temporal_executor.worker.llm.registry import ProviderRegistry
 from temporal_executor.worker.publisher import EventPublisher
@@ -91,28 +91,17 @@ async def run_worker(settings: Settings, stop: asyncio.Event, client: Client | N
         )
         try:
             async with worker:
-                with readiness_checks(settings, client, publisher):
+                bus_checks: dict[str, Check] = {
+                    bus: functools.partial(publisher.check, bus)
+                    for bus in enabled_buses(settings.bus)
+                }
+                with readiness_checks(settings, client, bus_checks):
                     await stop.wait()
                 log.info("worker stopping")
         finally:
             await publisher.close()
             await providers.aclose()
     log.info("worker stopped")
-
-
-def readiness_checks(
-    settings: Settings, client: Client, publisher: EventPublisher
-) -> contextlib.ExitStack:
-    """/readyz answers 200 while Temporal and every enabled bus answer."""
-    checks = contextlib.ExitStack()
-    timeout = settings.observability.readiness_timeout_seconds
-    host_port = settings.temporal.host_port
-    checks.enter_context(
-        HEALTH.registered("temporal", lambda: temporal_problem(client, host_port, timeout))
-    )
-    for bus in enabled_buses(settings.bus):
-        checks.enter_context(HEALTH.registered(bus, functools.partial(publisher.check, bus)))
-    return checks
 
 
 @contextlib.asynccontextmanager
