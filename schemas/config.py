@@ -81,6 +81,11 @@ class TemporalSettings(StrictModel):
     # true: TLS with the system's CAs; a mapping: its CA and, for mTLS, a client certificate.
     tls: bool | TlsSettings = False
     encryption: PayloadEncryptionSettings = Field(default_factory=PayloadEncryptionSettings)
+    # gzip compresses every request to Temporal and accepts compressed replies. Each request
+    # then builds a ~370 KB compressor: under a burst of starts that is most of a process's
+    # peak memory (docs/performance.md), for requests of a few KB. For a slow link and
+    # large payloads.
+    grpc_compression: Literal["none", "gzip"] = "none"
 
 
 class KafkaTopics(StrictModel):

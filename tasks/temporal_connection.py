@@ -14,7 +14,7 @@ from temporalio.api.workflowservice.v1 import GetSystemInfoRequest
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.converter import DataConverter, DefaultFailureConverterWithEncodedAttributes
-from temporalio.service import RPCError, TLSConfig
+from temporalio.service import GrpcCompression, RPCError, TLSConfig
 
 from temporal_executor.schemas.config import Settings, TlsSettings
 from temporal_executor.tasks.payload_encryption import encryption_codec
@@ -64,6 +64,9 @@ def connect_options(settings: Settings) -> dict[str, Any]:
         "api_key": api_key,
         # An API key travels only over TLS (Temporal Cloud refuses it otherwise).
         "tls": tls_config(temporal.tls) or api_key is not None,
+        "grpc_compression": (
+            GrpcCompression.GZIP if temporal.grpc_compression == "gzip" else GrpcCompression.NONE
+        ),
         "data_converter": data_converter(settings),
         # With tracing on: spans for starts, updates, workflows and activities, and the
         # trace context carried through Temporal (a worker gets it from this client too).
