@@ -1,5 +1,7 @@
 """The worker as users run it: a real provider SDK (openai, anthropic) against the local
-wire-format servers of tests/fakes (answering at once), with or without an MCP server.
+wire-format servers of tests/fakes (answering at once), with or without an MCP server;
+kind `scripted` is the same path with the scripted provider (no SDK, no HTTP), the
+baseline to compare with in the same run.
 
 Bridge and worker processes; one-turn tasks one at a time (published → completed), then a
 burst of `--sdk-tasks` requests, with the worker's RSS after them so growth shows.
@@ -26,7 +28,7 @@ if TYPE_CHECKING:
     from temporal_executor.schemas.task import BusName
 
 KEY_ENV = "BENCH_SDK_API_KEY"
-MODEL = {"openai": "gpt-4.1-mini", "anthropic": "claude-sonnet-4-5"}
+MODEL = {"openai": "gpt-4.1-mini", "anthropic": "claude-sonnet-4-5", "scripted": "one-turn"}
 MCP_SERVER = Path(__file__).resolve().parents[1] / "tests" / "fakes" / "mcp_server.py"
 BURST_CONCURRENCY = 64  # requests published whose tasks have not completed yet
 
@@ -52,14 +54,15 @@ def request_event(task_id: str, kind: str) -> CloudEvent:
 
 
 def configure(settings: Settings, kind: str, base_url: str, *, mcp: bool) -> None:
-    settings.llm.providers = [
-        ProviderSettings(
-            name=kind,
-            kind="openai" if kind == "openai" else "anthropic",
-            api_key_env=KEY_ENV,
-            base_url=base_url,
-        )
-    ]
+    if kind != "scripted":  # the scripted provider is configured already (test settings)
+        settings.llm.providers = [
+            ProviderSettings(
+                name=kind,
+                kind="openai" if kind == "openai" else "anthropic",
+                api_key_env=KEY_ENV,
+                base_url=base_url,
+            )
+        ]
     settings.llm.default_provider = kind
     if mcp:
         settings.mcp_servers = [

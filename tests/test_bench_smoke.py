@@ -68,7 +68,8 @@ async def test_sdk_phase_prints_real_sdk_and_mcp_figures(
     embedded_stack: EmbeddedStack, tmp_path: Path
 ) -> None:
     """`--phases sdk`: the worker with the OpenAI SDK against the local wire-format server,
-    with and without an MCP server, prints latency and memory for each (tiny N)."""
+    with and without an MCP server, and with the scripted provider (the baseline), prints
+    latency and memory for each (tiny N)."""
     text = await run_module(
         embedded_stack,
         tmp_path,
@@ -79,14 +80,14 @@ async def test_sdk_phase_prints_real_sdk_and_mcp_figures(
         "--phases",
         "sdk",
         "--sdk-kinds",
-        "openai",
+        "scripted,openai",
         "--sdk-tasks",
         "3",
         "--workdir",
         str(tmp_path),
     )
     rows = {line.split(" | ")[0][2:]: line for line in text.splitlines() if line.startswith("| 8.")}
-    for name in ("openai", "openai + MCP"):
+    for name in ("scripted", "scripted + MCP", "openai", "openai + MCP"):
         for figure in (
             "light load published->completed ms",
             "worker RSS MB idle/after burst/peak",
