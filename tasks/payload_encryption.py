@@ -16,8 +16,6 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from temporalio.api.common.v1 import Payload
 from temporalio.converter import PayloadCodec
 
@@ -41,6 +39,9 @@ class EncryptionCodec(PayloadCodec):
         if not keys:
             msg = "payload encryption needs at least one key"
             raise EncryptionError(msg)
+        # Imported here: a process with encryption off does not load `cryptography` (~7 MB).
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
         self._ciphers = {key_id: AESGCM(key) for key_id, key in keys}
         self._key_id = keys[0][0]
         self._encrypting = self._ciphers[self._key_id]
@@ -69,6 +70,8 @@ class EncryptionCodec(PayloadCodec):
             msg = f"payload encrypted with key {key_id!r}, which is not in temporal.encryption.keys"
             raise EncryptionError(msg)
         nonce, sealed = payload.data[:NONCE_BYTES], payload.data[NONCE_BYTES:]
+        from cryptography.exceptions import InvalidTag
+
         try:
             plain = cipher.decrypt(nonce, sealed, key_id.encode())
         except InvalidTag as exc:

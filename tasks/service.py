@@ -35,6 +35,7 @@ import asyncio
 import logging
 import time
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 from temporalio.api.workflowservice.v1 import GetSystemInfoRequest
 from temporalio.client import (
@@ -64,7 +65,6 @@ from temporal_executor.schemas.task import (
     TaskStatus,
 )
 from temporal_executor.tasks.announcer import announce_started
-from temporal_executor.tasks.approval_signatures import ApprovalVerifier
 from temporal_executor.tasks.errors import (
     ApproverNotAllowed,
     InvalidRequest,
@@ -77,6 +77,9 @@ from temporal_executor.tasks.errors import (
 )
 from temporal_executor.tasks.temporal_connection import connect_with_retry
 from temporal_executor.telemetry import metrics
+
+if TYPE_CHECKING:
+    from temporal_executor.tasks.approval_signatures import ApprovalVerifier
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +110,10 @@ class TaskService:
         self._client = client
         self._rpc_timeout = timedelta(seconds=settings.bridge.rpc_timeout_seconds)
         # Reads the signers' keys now: one config names but cannot read fails the start.
-        self._verifier = ApprovalVerifier(settings.approvals)
+        # Without keys, the JWT and crypto libraries (~11 MB) load with the first signed reply.
+        self._verifier: ApprovalVerifier | None = None
+        if settings.approvals.keys or settings.approvals.require_signature:
+            self._verifier = self._approval_verifier()
         approvals = settings.approvals
         # Without any approver list, nobody need look up which tool an approval is for.
         self._approvers_listed = bool(
@@ -263,11 +269,22 @@ class TaskService:
         await self.check_approver(task_id, decision.approval_id, decision.approver)
         return await self._resolve(task_id, decision)
 
+    def _approval_verifier(self) -> "ApprovalVerifier":
+        if self._verifier is None:
+            from temporal_executor.tasks.approval_signatures import ApprovalVerifier
+
+            self._verifier = ApprovalVerifier(self._settings.approvals)
+        return self._verifier
+
     async def approve_reply(
         self, reply: ApprovalReplied, *, event_id: str, signature: str | None
     ) -> ApprovalOutcome:
         """Apply a bus reply whose `approvalsig` (None: unsigned) proves its approver."""
-        approver = self._verifier.verified_approver(reply, event_id=event_id, signature=signature)
+        if signature is None and self._verifier is None:
+            approver = reply.approver  # unsigned, and no signature is required
+        else:
+            verifier = self._approval_verifier()
+            approver = verifier.verified_approver(reply, event_id=event_id, signature=signature)
         decision = ApprovalDecision(
             approval_id=reply.approval_id,
             approved=reply.approved,
