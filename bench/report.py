@@ -136,7 +136,7 @@ ROWS: list[tuple[str, Getter, Callable[[Value], str], str, Callable[[float], boo
         ">= 0.8",
         lambda v: v >= 0.8,
     ),
-    ("6. bridge RSS MB idle/peak", _key("bridge_rss"), _p, "peak <= 64", None),
+    ("6. bridge RSS MB idle/peak", _key("bridge_rss"), _p, "peak <= idle + 15", None),
     (
         "6. bridge RSS MB idle/peak, bridge modules only",
         _key("lean_bridge_rss"),

@@ -8,6 +8,9 @@ import os
 import sys
 from pathlib import Path
 
+import pytest
+
+from bench import sdk_call
 from bench.report import ROWS
 from bench.timeline import HISTORY_STEPS
 from temporal_executor.dev.embedded_stack import EmbeddedStack
@@ -106,3 +109,20 @@ async def test_streaming_benchmark_prints_time_to_first_token(
     )
     for label in ("time to first token", "model's own time to first chunk", "delta events"):
         assert f"| {label}" in text, text
+
+
+def test_sdk_call_benchmark_times_each_provider_and_its_bare_request(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`python -m bench.sdk_call`: one LLM call through each SDK against its fake server,
+    beside the same request sent by bare httpx and the scripted provider."""
+    assert sdk_call.main(["--calls", "2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    names = [line[:24].strip() for line in lines[1:]]
+    assert names == [
+        "scripted",
+        "openai",
+        "openai (bare httpx)",
+        "anthropic",
+        "anthropic (bare httpx)",
+    ]
