@@ -10,14 +10,18 @@ import sys
 
 import pytest
 
+from temporal_executor.bus.errors import TransportConfigError
+from temporal_executor.bus.nats.transport import connect_options
 from temporal_executor.schemas.config import Settings
 from temporal_executor.schemas.requests import ApprovalReplied
 from temporal_executor.tasks.approval_signatures import sign_approval
 from temporal_executor.tasks.errors import InvalidSignature
 from temporal_executor.tasks.service import TaskService
 
-# Never needed by a bridge; the last two only with approval keys or payload encryption.
+# Never needed by a bridge (aiohttp: nats-py's WebSocket transport, not used); the last two
+# only with approval keys or payload encryption.
 NOT_LOADED = (
+    "aiohttp",
     "temporal_executor.worker",
     "temporal_executor.gateway",
     "openai",
@@ -33,6 +37,8 @@ import json, sys
 import temporal_executor.cli
 from temporal_executor import commands
 from temporal_executor.bridge.service import run_bridge
+from temporal_executor.bus.kafka.transport import KafkaTransport
+from temporal_executor.bus.nats.transport import NatsTransport
 from temporal_executor.schemas.config import Settings
 from temporal_executor.tasks.service import TaskService
 settings = Settings.model_validate(json.loads(sys.argv[1]))
@@ -96,3 +102,10 @@ async def test_a_signed_reply_is_still_checked_when_no_keys_are_configured() -> 
     )
     with pytest.raises(InvalidSignature, match=r"no keys in approvals\.keys for signer 'eve'"):
         await tasks.approve_reply(reply, event_id="e-1", signature=token)
+
+
+@pytest.mark.parametrize("url", ["ws://127.0.0.1:8080", "nats://a:4222, wss://b:443"])
+def test_a_websocket_nats_url_is_refused_with_a_clear_error(url: str) -> None:
+    settings = Settings.model_validate({"bus": {"nats": {"url": url}}})
+    with pytest.raises(TransportConfigError, match="WebSocket URLs are not supported"):
+        connect_options(settings.bus.nats)

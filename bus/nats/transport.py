@@ -273,6 +273,10 @@ def _header_map(headers: list[tuple[str, bytes]]) -> dict[str, str] | None:
 
 def connect_options(settings: NatsSettings) -> dict[str, Any]:
     """The security part of `nats.connect`'s arguments: TLS and one kind of credentials."""
+    if any(url.strip().lower().startswith(("ws://", "wss://")) for url in settings.url.split(",")):
+        # nats-py is loaded without its WebSocket transport (see the package's docstring).
+        msg = f"bus.nats.url {settings.url!r}: WebSocket URLs are not supported; use nats:// or tls://"
+        raise TransportConfigError(msg)
     options: dict[str, Any] = {}
     if isinstance(settings.tls, TlsSettings):
         options["tls"] = ssl_context(settings.tls, "bus.nats.tls")
