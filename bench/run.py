@@ -71,6 +71,7 @@ class Options:
     phases: tuple[str, ...] = PHASES
     sdk_kinds: tuple[str, ...] = SDK_KINDS
     sdk_tasks: int = 200
+    sdk_mcp: tuple[bool, ...] = (False, True)
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="bench-")))
 
 
@@ -424,7 +425,7 @@ async def run_n(ctx: Context, n: int) -> None:
             table.set(n, bus, "worker_rss", (idle_w, max(peak_w, worker_peak)))
         if want("sdk", once=True):
             for kind in o.sdk_kinds:
-                for mcp in (False, True):
+                for mcp in o.sdk_mcp:
                     label = f"{kind}{' + MCP' if mcp else ''}"
                     say(f"N={n} {bus}: {label} SDK, bridge + worker, {o.sdk_tasks} tasks")
                     result = await sdk.sdk_phase(ctx, bus, kind, mcp=mcp)
@@ -457,6 +458,12 @@ def parse(argv: Sequence[str] | None) -> tuple[Options, argparse.Namespace]:
     parser.add_argument(
         "--sdk-tasks", type=int, default=200, help="sdk phase: tasks before 'RSS after N'"
     )
+    parser.add_argument(
+        "--sdk-mcp",
+        choices=("both", "with", "without"),
+        default="both",
+        help="sdk phase: with an MCP server, without, or both",
+    )
     parser.add_argument("--quick", action="store_true", help="smoke test: N=20, small samples")
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--workdir", type=Path, help="logs and configs (default: a temp dir)")
@@ -481,6 +488,7 @@ def parse(argv: Sequence[str] | None) -> tuple[Options, argparse.Namespace]:
         phases=tuple(args.phases.split(",")),
         sdk_kinds=tuple(k for k in args.sdk_kinds.split(",") if k),
         sdk_tasks=args.sdk_tasks,
+        sdk_mcp={"both": (False, True), "with": (True,), "without": (False,)}[args.sdk_mcp],
     )
     if unknown := set(options.sdk_kinds) - set(SDK_KINDS):
         parser.error(f"unknown SDK kinds {sorted(unknown)}")
