@@ -19,7 +19,9 @@ extension still sees the tool call; the prose part says how to answer in plain t
 
 Replies are read leniently: the response in the metadata (with or without the URI in
 `extensions`), the same object as a DataPart, or text starting with approve/yes or
-deny/no (the rest of the text is the reason).
+deny/no (the rest of the text is the reason). Any other text is a follow-up message, the
+way A2A continues a task in `input-required`: it denies the calls waiting, with the text
+as the reason the model reads, so the person steers the agent and nothing runs unasked.
 """
 
 import json
@@ -56,7 +58,8 @@ class Decision:
 
 
 class UnreadableReply(ValueError):
-    """A message on a task waiting for approval that decides nothing; says what would."""
+    """A message on a task waiting for approval that says nothing, or a structured
+    response that names other approvals; says what would do."""
 
 
 def approval_request(pending: list[PendingCall]) -> dict[str, Any]:
@@ -81,7 +84,10 @@ def approval_message(
 ) -> Message:
     """The status message of a task in `input-required`: prose, a DataPart, the extension."""
     payload = approval_request(pending)
-    prose = f'{payload["hint"]} Reply "approve" or "deny" (optionally with a reason).'
+    prose = (
+        f'{payload["hint"]} Reply "approve" or "deny" (optionally with a reason); '
+        "anything else denies it and goes to the agent as your answer."
+    )
     message = Message(
         message_id=message_id,
         task_id=task_id,
@@ -106,16 +112,20 @@ def decisions(message: Message, pending: list[PendingCall]) -> list[Decision]:
             raise UnreadableReply(msg)
         return found
     words = get_message_text(message, " ").strip()
+    if not words:
+        msg = (
+            f"the task is waiting for approval of {waiting}: reply with a "
+            f"{TOOL_APPROVAL_RESPONSE} ({HITL_EXTENSION_URI}) or text"
+        )
+        raise UnreadableReply(msg)
     verdict, _, rest = words.partition(" ")
     verdict = verdict.lower().strip(".,!:;")
     if verdict in _APPROVE | _DENY:
         reason = rest.strip() or None
         return [Decision(approval_id, verdict in _APPROVE, reason) for approval_id in waiting]
-    msg = (
-        f"the task is waiting for approval of {waiting}: reply with a {TOOL_APPROVAL_RESPONSE} "
-        f'({HITL_EXTENSION_URI}) or text starting with "approve" or "deny"'
-    )
-    raise UnreadableReply(msg)
+    # Any other text is the person's answer to the agent: the calls waiting do not run (only
+    # an explicit yes runs a tool) and the model reads the words as the reason they did not.
+    return [Decision(approval_id, False, words) for approval_id in waiting]
 
 
 def _structured_response(message: Message) -> dict[str, Any] | None:

@@ -203,6 +203,10 @@ class BusSettings(StrictModel):
     # The `source` attribute of every event the service publishes.
     source: str = "temporal-executor"
     max_message_bytes: int = Field(default=1024 * 1024, ge=1024)
+    # How long the bus keeps `agent.llm.delta` events: they are live and best-effort (the
+    # `agent.llm.responded` after them is the record), so nobody reads old ones. Set on the
+    # deltas topic (`retention.ms`) and stream (`max_age`) when the service creates them.
+    deltas_retention_seconds: int = Field(default=3600, ge=1)
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     nats: NatsSettings = Field(default_factory=NatsSettings)
 

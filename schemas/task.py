@@ -123,6 +123,9 @@ class LlmCallInput(BaseModel):
     # activity, counting attempts from 1 again) must not reuse the ids of earlier attempts.
     attempt_offset: int = 0
     route: EventRoute | None = None
+    # The request's `metadata`: the scripted provider's `tck` model plays the A2A TCK's
+    # scenario named by the A2A message id the gateway keeps there.
+    metadata: dict[str, Any] = Field(default_factory=dict)
 
 
 class LlmCallResult(BaseModel):

@@ -98,33 +98,39 @@ class StreamedText:
     """Prints a turn's `agent.llm.delta` text as it grows, on one indented line per attempt.
 
     Deltas of a turn whose `agent.llm.responded` was printed already are late: skipped.
+    Following many tasks at once (`labelled`), each line starts with its task id, and a
+    task's text that another task's interrupted goes on on a new line.
     """
 
-    def __init__(self, out: TextIO) -> None:
+    def __init__(self, out: TextIO, *, labelled: bool = False) -> None:
         self._out = out
-        self._open: tuple[int, int] | None = None  # (iteration, attempt) being printed
-        self._responded = 0  # the last iteration whose responded event was printed
+        self._labelled = labelled
+        self._open: tuple[str, int, int] | None = None  # (task, iteration, attempt) printing
+        self._responded: dict[str, int] = {}  # per task, the last iteration printed whole
 
     def delta(self, data: dict[str, Any]) -> None:
+        task = str(data.get("task_id", ""))
         iteration, attempt = int(data.get("iteration", 0)), int(data.get("attempt", 0))
         text = str(data.get("text", ""))
-        if iteration <= self._responded or not text:
+        if iteration <= self._responded.get(task, 0) or not text:
             return
-        if self._open != (iteration, attempt):
-            retried = self._open is not None and self._open[0] == iteration
+        if self._open != (task, iteration, attempt):
+            retried = self._open is not None and self._open[:2] == (task, iteration)
             self.end_line()
             if retried:
                 print(f"  (attempt {attempt}: the text above is void)", file=self._out)
-            self._out.write("  ")
-            self._open = (iteration, attempt)
+            self._out.write(f"  [{task}] " if self._labelled else "  ")
+            self._open = (task, iteration, attempt)
         self._out.write(text.replace("\n", "\n  "))
         self._out.flush()
 
     def before(self, event: CloudEvent) -> None:
-        """Call before printing any other event of the task."""
+        """Call before printing any other event."""
         self.end_line()
         if event.type == EventType.LLM_RESPONDED and isinstance(event.data, dict):
-            self._responded = max(self._responded, int(event.data.get("iteration", 0)))
+            task = str(event.data.get("task_id", ""))
+            iteration = int(event.data.get("iteration", 0))
+            self._responded[task] = max(self._responded.get(task, 0), iteration)
 
     def end_line(self) -> None:
         if self._open is not None:
@@ -190,11 +196,12 @@ async def print_until_done(
     approve_hint: Callable[[str, str], str] | None = None,
     *,
     stop_at_terminal: bool = True,
+    many_tasks: bool = False,
 ) -> CloudEvent | None:
     """Print events as they come, and the text of `agent.llm.delta`s as it streams; return
-    the terminal event when `stop_at_terminal`."""
+    the terminal event when `stop_at_terminal`. `many_tasks`: label streamed text by task."""
     seen: set[str] = set()
-    streamed = StreamedText(out)
+    streamed = StreamedText(out, labelled=many_tasks)
     async for event in events:
         if event.id in seen:  # at-least-once delivery: dedupe by id, as the contract says
             continue

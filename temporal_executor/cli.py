@@ -145,7 +145,9 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
         from temporal_executor.task_status import show_status
 
         return await show_status(settings, args.task_id, sys.stdout)
-    return await commands.events(settings, args.task, from_start=args.from_start)
+    return await commands.events(
+        settings, args.task, from_start=args.from_start, deltas=args.deltas
+    )
 
 
 def _write_schemas(out: Path) -> int:
@@ -248,6 +250,11 @@ def _parser() -> argparse.ArgumentParser:
     events = sub.add_parser("events", help="print task events as they arrive")
     events.add_argument("--task", help="only this task's events")
     events.add_argument("--from-start", action="store_true", help="also events already published")
+    events.add_argument(
+        "--deltas",
+        action="store_true",
+        help="also print agent.llm.delta text as it streams (live only, best-effort)",
+    )
     _transport_option(events)
 
     status = sub.add_parser("status", help="a task's state, approvals, usage and last events")

@@ -268,18 +268,32 @@ async def cancel(settings: Settings, task_id: str, *, reason: str | None) -> int
     return 0
 
 
-async def events(settings: Settings, task_id: str | None, *, from_start: bool) -> int:
+async def events(
+    settings: Settings, task_id: str | None, *, from_start: bool, deltas: bool = False
+) -> int:
+    """Print task events (with `deltas`, also the models' text as it streams) until Ctrl-C."""
     stop = asyncio.Event()
     stop_on_signals(stop)
-    async with _connected(settings) as transport:
+    async with contextlib.AsyncExitStack() as stack:
+        transport = await stack.enter_async_context(_connected(settings))
         watched = transport.watch(transport.events_destination(task_id), from_start=from_start)
         await watched.start()
+        sources = [task_events(transport, task_id, watched)]
+        if deltas:
+            # Deltas are live only (best-effort, short retention): never from the start.
+            streamed = await stack.enter_async_context(
+                transport.watch(transport.deltas_destination(task_id), from_start=False)
+            )
+            sources.append(task_events(transport, task_id, streamed))
+        which = f"task {task_id}" if task_id else "all tasks"
+        print(f"watching {which}{' with deltas' if deltas else ''}; Ctrl-C stops", file=sys.stderr)
         printing = asyncio.create_task(
             print_until_done(
-                task_events(transport, task_id, watched),
+                merged(*sources) if deltas else sources[0],
                 sys.stdout,
                 lambda t, a: approve_hint(settings, t, a),
                 stop_at_terminal=False,
+                many_tasks=task_id is None,
             )
         )
         await asyncio.wait(

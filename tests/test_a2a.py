@@ -228,9 +228,11 @@ async def test_blocking_send_and_a_plain_text_denial(
     await client.close()
 
 
-async def test_unreadable_reply_leaves_the_approval_waiting(
-    a2a_gateway: GatewayServer, http: httpx.AsyncClient
+async def test_a_follow_up_message_denies_the_call_and_reaches_the_model(
+    service: ServiceHarness, a2a_gateway: GatewayServer, http: httpx.AsyncClient
 ) -> None:
+    # A2A continues a task in input-required with a message; ours waits for an approval, so
+    # words that are no decision deny it, and the model reads them as the reason.
     client = await a2a_client(a2a_gateway, http, streaming=False)
     request = SendMessageRequest(
         message=user_message("x", model="note"),
@@ -240,13 +242,54 @@ async def test_unreadable_reply_leaves_the_approval_waiting(
     assert response.task.status.state == TaskState.TASK_STATE_SUBMITTED
     task_id = response.task.id
     await wait_for_a2a_state(client, task_id, INPUT_REQUIRED)
-    with pytest.raises(InvalidParamsError, match=r"approve.*deny"):
-        await collect(
-            client.send_message(SendMessageRequest(message=user_message("hmm", task_id=task_id)))
-        )
+    # A message with nothing to read decides nothing: the approval still waits.
+    silent = Message(
+        message_id=new_task_id("msg"),
+        role=Role.ROLE_USER,
+        task_id=task_id,
+        parts=[Part(raw=b"\x00", media_type="application/octet-stream")],
+    )
+    with pytest.raises(InvalidParamsError, match="waiting for approval"):
+        await collect(client.send_message(SendMessageRequest(message=silent)))
     assert (await client.get_task(GetTaskRequest(id=task_id))).status.state == INPUT_REQUIRED
-    cancelled = await client.cancel_task(CancelTaskRequest(id=task_id))
-    assert cancelled.status.state == TaskState.TASK_STATE_CANCELED
+
+    follow_up = user_message("use the other folder instead", task_id=task_id)
+    [response] = await collect(client.send_message(SendMessageRequest(message=follow_up)))
+
+    assert response.task.status.state == TaskState.TASK_STATE_COMPLETED
+    resolved = await service.watchers["kafka"].wait_for(task_id, EventType.APPROVAL_RESOLVED)
+    assert resolved.data["approved"] is False
+    assert resolved.data["reason"] == "use the other folder instead"
+    tool = await service.watchers["kafka"].wait_for(task_id, EventType.TOOL_COMPLETED)
+    assert "use the other folder instead" in tool.data["error"]
+    await client.close()
+
+
+async def test_the_tck_model_plays_the_scenario_of_the_message_id(
+    a2a_gateway: GatewayServer, http: httpx.AsyncClient
+) -> None:
+    client = await a2a_client(a2a_gateway, http, streaming=False)
+
+    def tck_message(prefix: str, *, task_id: str = "") -> Message:
+        message = user_message("TCK artifact test", model="tck", task_id=task_id)
+        message.message_id = new_task_id(prefix)
+        return message
+
+    [text] = await collect(
+        client.send_message(SendMessageRequest(message=tck_message("tck-artifact-text")))
+    )
+    [paused] = await collect(
+        client.send_message(SendMessageRequest(message=tck_message("tck-input-required")))
+    )
+    follow_up = tck_message("tck-complete-task", task_id=paused.task.id)
+    [done] = await collect(client.send_message(SendMessageRequest(message=follow_up)))
+
+    [artifact] = text.task.artifacts
+    assert text.task.status.state == TaskState.TASK_STATE_COMPLETED
+    assert get_message_text(Message(parts=artifact.parts)) == "Generated text content"
+    assert paused.task.status.state == INPUT_REQUIRED
+    assert done.task.status.state == TaskState.TASK_STATE_COMPLETED
+    assert get_message_text(done.task.status.message) == "Hello from TCK"
     await client.close()
 
 

@@ -325,6 +325,30 @@ async def test_events_from_start_shows_a_finished_task_until_ctrl_c(
     assert events.stdout[2] == line_for(task_id, 3, EventType.TOOL_COMPLETED, "calculator -> 42")
 
 
+@pytest.mark.parametrize("bus", BUSES)
+async def test_events_deltas_prints_the_text_as_it_streams(
+    service: ServiceHarness, config: Path, bus: BusName, processes: list[Process]
+) -> None:
+    events = await Process.start(*cli_args(config, bus, "events", "--deltas"))
+    processes.append(events)
+    await events.wait_for_line("watching all tasks with deltas", stream="stderr")
+    task_id = new_task_id("cli")
+    await service.producers[bus].request(task_id, "calculate", stream=True)
+
+    await events.wait_for_line(f"[{task_id} #5] {EventType.EXECUTION_COMPLETED}")
+    assert await events.stop(signal.SIGINT) == 0, "\n".join(events.stderr)
+    # The answer's text, labelled with its task (all tasks are watched), streamed before
+    # its agent.llm.responded.
+    answer = f"  [{task_id}] the answer is 42"
+    assert answer in events.stdout
+    responded = [
+        i
+        for i, line in enumerate(events.stdout)
+        if f"[{task_id} " in line and EventType.LLM_RESPONDED in line
+    ]
+    assert responded[0] < events.stdout.index(answer) < responded[1]
+
+
 async def test_worker_and_bridge_processes_run_a_task_and_stop_on_sigterm(
     embedded_stack: EmbeddedStack,
     tmp_path: Path,

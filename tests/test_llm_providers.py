@@ -12,7 +12,9 @@ import pytest
 
 from temporal_executor.schemas.config import LlmSettings, ProviderSettings, ScriptedTurn
 from temporal_executor.schemas.conversation import ChatMessage, ToolCall, ToolSpec
+from temporal_executor.schemas.task import LlmCallResult
 from temporal_executor.worker.llm._http_errors import retry_after_seconds
+from temporal_executor.worker.llm._tck_script import tck_script
 from temporal_executor.worker.llm.anthropic_provider import AnthropicProvider
 from temporal_executor.worker.llm.base import LlmProvider
 from temporal_executor.worker.llm.errors import (
@@ -705,6 +707,45 @@ async def test_scripted_built_in_demo_calls_the_offered_tools() -> None:
     assert [c.name for c in only_calculator.message.tool_calls] == ["calculator"]
     assert no_tools.message.tool_calls == []
     assert "note this" in no_tools.message.content
+
+
+async def test_scripted_built_in_tck_plays_the_scenario_the_a2a_message_id_names() -> None:
+    provider = scripted()
+
+    async def reply(message_id: str, *, tools: list[ToolSpec] | None = None) -> LlmCallResult:
+        call = call_input(user("TCK artifact test"), model="tck", tools=tools or [])
+        meta = {"a2a": {"context_id": "c", "message_id": message_id}} if message_id else {}
+        return await provider.complete(call.model_copy(update={"metadata": meta}))
+
+    text = await reply("tck-artifact-text-1a2b")
+    default = await reply("tck-complete-task-1a2b")
+    no_id = await reply("")
+    file_url = await reply("tck-artifact-file-url-1a2b")
+    asks = await reply("tck-input-required-1a2b", tools=[SAVE_NOTE])
+    cannot_ask = await reply("tck-input-required-1a2b", tools=[CALCULATOR])
+
+    assert text.message.content == "Generated text content"
+    assert default.message.content == no_id.message.content == "Hello from TCK"
+    assert "file artifacts" in file_url.message.content
+    assert [c.name for c in asks.message.tool_calls] == ["save_note"]
+    assert cannot_ask.message.tool_calls == []
+    answered = await provider.complete(
+        call_input(
+            user("TCK prerequisite task creation"),
+            assistant_turn(asks),
+            tool_result(asks.message.tool_calls[0], "a person denied this tool call: later"),
+            model="tck",
+        ).model_copy(update={"metadata": {"a2a": {"message_id": "tck-input-required-1a2b"}}})
+    )
+    assert answered.message.content == "Hello from TCK"
+
+
+def test_scripted_tck_resubscription_task_writes_slowly() -> None:
+    [turn] = tck_script("test-resubscribe-message-id-9", set())
+
+    # Streamed word by word: the TCK needs the task alive for 2 x TCK_STREAMING_TIMEOUT (2 s
+    # by default) to subscribe to it again.
+    assert turn.chunk_delay_seconds * len(turn.text.split()) >= 4
 
 
 async def test_scripted_config_overrides_built_ins_and_unknown_models_fail() -> None:

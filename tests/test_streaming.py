@@ -243,3 +243,29 @@ async def test_follow_prints_attempts_apart_and_skips_late_deltas() -> None:
         describe(responded),
         describe(events[-1]),
     ]
+
+
+async def test_events_label_the_text_of_many_tasks_by_task() -> None:
+    other = _delta(1, 1, 0, "Bonjour ").model_copy(
+        update={
+            "id": "agent-execution-u/delta/1/1/0",
+            "data": {**_delta(1, 1, 0, "Bonjour ").data, "task_id": "u"},
+        }
+    )
+    responded = _event(EventType.LLM_RESPONDED, 2, iteration=1, message={"content": "Hi there"})
+    events = [_delta(1, 1, 0, "Hi "), other, _delta(1, 1, 1, "there"), responded]
+
+    async def source() -> AsyncIterator[CloudEvent]:
+        for event in events:
+            yield event
+
+    out = io.StringIO()
+    await print_until_done(source(), out, stop_at_terminal=False, many_tasks=True)
+
+    # Task t's line, interrupted by task u's, goes on on a line of its own.
+    assert out.getvalue().splitlines() == [
+        "  [t] Hi ",
+        "  [u] Bonjour ",
+        "  [t] there",
+        describe(responded),
+    ]

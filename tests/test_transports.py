@@ -13,7 +13,10 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import nats
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from temporal_executor.bus.errors import DeadLetter, DeadLetterReason
 from temporal_executor.bus.kafka.transport import KafkaTransport
@@ -189,6 +192,42 @@ class TestTransport:
             assert binary.offset is not None
         else:
             assert binary.source == transport.requests_destination("t-modes")
+
+    async def test_the_deltas_destination_keeps_its_events_briefly(
+        self, bus: BusName, settings: BusSettings, opened: Opened
+    ) -> None:
+        settings.deltas_retention_seconds = 120
+        await opened.transport(settings)  # creates the topics or streams
+
+        if bus == "nats":
+            nc = await nats.connect(settings.nats.url)
+            try:
+                js = nc.jetstream()
+                deltas = await js.stream_info(settings.nats.streams.deltas)
+                events = await js.stream_info(settings.nats.streams.events)
+            finally:
+                await nc.close()
+            assert deltas.config.max_age == 120
+            assert not events.config.max_age  # the durable record: kept (0 is no limit)
+        else:
+            admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap_servers)
+            await admin.start()
+            try:
+                topics = settings.kafka.topics
+                [response] = await admin.describe_configs(
+                    [
+                        ConfigResource(ConfigResourceType.TOPIC, topics.deltas),
+                        ConfigResource(ConfigResourceType.TOPIC, topics.events),
+                    ]
+                )
+            finally:
+                await admin.close()
+            retention = {
+                resource[3]: {entry[0]: entry[1] for entry in resource[4]}.get("retention.ms")
+                for resource in response.resources
+            }
+            assert retention[settings.kafka.topics.deltas] == "120000"
+            assert retention[settings.kafka.topics.events] != "120000"
 
     async def test_hand_written_messages_in_either_mode_decode(
         self, bus: BusName, opened: Opened, transport: Transport

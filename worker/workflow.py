@@ -235,6 +235,7 @@ class AgentExecutionWorkflow:
                 # A fallback's attempts number on from the earlier selections'.
                 attempt_offset=position * plan.llm_max_attempts,
                 route=self._task.route if plan.stream else None,
+                metadata=self._request.metadata,
             )
             self._check_payload_size("the conversation sent to the LLM", call)
             try:

@@ -111,6 +111,7 @@ class KafkaTransport(BaseTransport[KafkaDelivery]):
                         name,
                         self._kafka.topic_partitions,
                         self._kafka.topic_replication_factor,
+                        topic_configs=self._topic_configs(name),
                     )
                     for name in names
                 ]
@@ -121,6 +122,12 @@ class KafkaTransport(BaseTransport[KafkaDelivery]):
             if code not in (0, TOPIC_ALREADY_EXISTS):
                 msg = f"cannot create Kafka topic {topic!r}: error {code} {message}"
                 raise TransportError(msg)
+
+    def _topic_configs(self, topic: str) -> dict[str, str]:
+        if topic != self._kafka.topics.deltas:
+            return {}
+        # Deltas are live only: keep them briefly (an existing topic is left as it is).
+        return {"retention.ms": str(self._settings.deltas_retention_seconds * 1000)}
 
     async def _start_producer(self) -> Any:
         producer = AIOKafkaProducer(

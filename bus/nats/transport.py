@@ -135,6 +135,12 @@ class NatsTransport(BaseTransport[NatsDelivery]):
             (streams.deltas, subjects.deltas),
         ]
 
+    def _max_age(self, stream: str) -> float | None:
+        # Deltas are live only: keep them briefly (an existing stream is left as it is).
+        if stream == self._nats.streams.deltas:
+            return float(self._settings.deltas_retention_seconds)
+        return None
+
     async def _create_streams(self) -> None:
         js = self._jetstream()
         for name, prefix in self._streams():
@@ -144,7 +150,9 @@ class NatsTransport(BaseTransport[NatsDelivery]):
             except nats.js.errors.NotFoundError:
                 pass
             try:
-                await js.add_stream(name=name, subjects=[f"{prefix}.>"])
+                await js.add_stream(
+                    name=name, subjects=[f"{prefix}.>"], max_age=self._max_age(name)
+                )
             except nats.js.errors.BadRequestError as exc:
                 msg = f"cannot create JetStream stream {name!r} on {prefix}.>: {exc}"
                 raise TransportError(msg) from exc

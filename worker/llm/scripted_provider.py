@@ -5,9 +5,10 @@ worked out from the call alone: turn i answers a conversation that already holds
 assistant messages. So a retried or replayed call gets the same reply, and nothing is
 kept in memory between calls (except attempt counts outside Temporal, see `_attempt`).
 
-Two scripts are built in, used unless config defines a script of the same name:
+Three scripts are built in, used unless config defines a script of the same name:
 `echo` answers "You said: {user_message}"; `demo` calls `calculator` and `save_note`
-(those of them the task offers), then answers with the last tool result.
+(those of them the task offers), then answers with the last tool result; `tck` plays the
+A2A TCK's scenarios (`_tck_script`).
 
 Streaming, the reply is played as fragments: the text word by word, each tool call's
 arguments JSON in pieces, `chunk_delay_seconds` apart.
@@ -28,6 +29,7 @@ from temporal_executor.schemas.config import ProviderSettings, ScriptedTurn
 from temporal_executor.schemas.conversation import AssistantMessage, ChatMessage, ToolCall, Usage
 from temporal_executor.schemas.task import LlmCallInput, LlmCallResult
 from temporal_executor.worker.llm._provider_settings import check_model, provider_label
+from temporal_executor.worker.llm._tck_script import message_id, tck_script
 from temporal_executor.worker.llm.errors import (
     AuthenticationFailed,
     ContextTooLong,
@@ -48,7 +50,7 @@ ERRORS: dict[str, type[LlmError]] = {
     "invalid_request": InvalidLlmRequest,
 }
 
-BUILT_IN_MODELS = ("demo", "echo")
+BUILT_IN_MODELS = ("demo", "echo", "tck")
 
 # The reply once a script has run out and has no text-only turn to repeat.
 FINAL_TEXT = "Done."
@@ -69,7 +71,7 @@ class ScriptedProvider:
     async def complete(self, call: LlmCallInput, deltas: DeltaSink | None = None) -> LlmCallResult:
         model = call.selection.model
         check_model(self._settings, model)
-        script = self._script(model, {tool.name for tool in call.tools})
+        script = self._script(call, {tool.name for tool in call.tools})
         index = sum(1 for message in call.messages if message.role == "assistant")
         turn = _turn(script, index)
         if turn.error is not None and self._fails(call, index, turn.error_attempts):
@@ -95,7 +97,8 @@ class ScriptedProvider:
     async def aclose(self) -> None:
         """Nothing to close: no client."""
 
-    def _script(self, model: str, offered: set[str]) -> list[ScriptedTurn]:
+    def _script(self, call: LlmCallInput, offered: set[str]) -> list[ScriptedTurn]:
+        model = call.selection.model
         script = self._settings.scripts.get(model)
         if script:
             return script
@@ -103,6 +106,8 @@ class ScriptedProvider:
             return [ScriptedTurn(text="You said: {user_message}")]
         if model == "demo":
             return _demo_script(offered)
+        if model == "tck":
+            return tck_script(message_id(call.metadata), offered)
         known = ", ".join(sorted({*self._settings.scripts, *BUILT_IN_MODELS}))
         msg = f"{self._label}: no script for model {model!r} (scripts: {known})"
         raise ModelNotFound(msg)
