@@ -80,6 +80,8 @@ def test_a_worker_with_only_openai_loads_no_other_sdk_nor_unused_feature() -> No
     modules = loaded_by_worker({"llm": {"providers": [provider("openai")]}})
     assert "openai" in modules  # the probe did create the provider
     assert loaded(modules, OTHER_PROCESSES + SDKS + OPTIONAL) == ["openai"]
+    # openai runs on httpx2: the older httpx (with click and pygments) is google-genai's.
+    assert loaded(modules, ("httpx", "click", "pygments")) == []
 
 
 @pytest.mark.parametrize(
