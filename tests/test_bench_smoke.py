@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from bench.report import ROWS
+from bench.run import parse
 from bench.timeline import HISTORY_STEPS
 from temporal_executor.dev.embedded_stack import EmbeddedStack
 
@@ -105,3 +106,8 @@ async def test_streaming_benchmark_prints_time_to_first_token(
     )
     for label in ("time to first token", "model's own time to first chunk", "delta events"):
         assert f"| {label}" in text, text
+
+
+def test_sdk_mcp_picks_the_cases_with_and_without_an_mcp_server() -> None:
+    cases = {flag: parse(["--sdk-mcp", flag])[0].sdk_mcp for flag in ("with", "without", "both")}
+    assert cases == {"with": (True,), "without": (False,), "both": (False, True)}
