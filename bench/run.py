@@ -459,7 +459,10 @@ def parse(argv: Sequence[str] | None) -> tuple[Options, argparse.Namespace]:
         "--sdk-tasks", type=int, default=200, help="sdk phase: tasks before 'RSS after N'"
     )
     parser.add_argument(
-        "--sdk-mcp", choices=("both", "without", "with"), default="both", help="sdk phase"
+        "--sdk-mcp",
+        choices=("both", "with", "without"),
+        default="both",
+        help="sdk phase: with an MCP server, without, or both",
     )
     parser.add_argument("--quick", action="store_true", help="smoke test: N=20, small samples")
     parser.add_argument("--json", type=Path, help="also write the results here")
@@ -485,7 +488,7 @@ def parse(argv: Sequence[str] | None) -> tuple[Options, argparse.Namespace]:
         phases=tuple(args.phases.split(",")),
         sdk_kinds=tuple(k for k in args.sdk_kinds.split(",") if k),
         sdk_tasks=args.sdk_tasks,
-        sdk_mcp={"both": (False, True), "without": (False,), "with": (True,)}[args.sdk_mcp],
+        sdk_mcp={"both": (False, True), "with": (True,), "without": (False,)}[args.sdk_mcp],
     )
     if unknown := set(options.sdk_kinds) - set(SDK_KINDS):
         parser.error(f"unknown SDK kinds {sorted(unknown)}")

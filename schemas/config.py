@@ -441,6 +441,15 @@ class WorkerSettings(StrictModel):
     # On SIGTERM the worker stops polling and gives running activities this long to finish;
     # then it cancels them and reports them failed, so Temporal retries them elsewhere at once.
     graceful_shutdown_seconds: float = Field(default=10, ge=0)
+    # Workflow runs kept in memory between their workflow tasks (the SDK's sticky cache); a
+    # run not in it is rebuilt by replaying its history at its next workflow task. A run
+    # leaves the cache when it ends, so only unfinished ones count, and a task waiting for
+    # an approval stays until the reply. Each costs ~120-150 KB of RSS (docs/performance.md):
+    # the SDK's default of 1000 lets waiting tasks alone take ~150 MB.
+    max_cached_workflows: int = Field(default=100, ge=0)
+    # Workflow tasks and activities this worker runs at once (the SDK's slots, 100 each).
+    max_concurrent_workflow_tasks: int = Field(default=100, ge=2)
+    max_concurrent_activities: int = Field(default=100, ge=1)
 
 
 ProviderKind = Literal[

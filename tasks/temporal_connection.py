@@ -17,7 +17,6 @@ from temporalio.converter import DataConverter, DefaultFailureConverterWithEncod
 from temporalio.service import GrpcCompression, RPCError, TLSConfig
 
 from temporal_executor.schemas.config import Settings, TlsSettings
-from temporal_executor.tasks.payload_encryption import encryption_codec
 from temporal_executor.tasks.payload_storage import external_storage
 from temporal_executor.telemetry.health import HEALTH, Check
 from temporal_executor.telemetry.tracing import temporal_interceptors
@@ -32,11 +31,14 @@ def data_converter(settings: Settings) -> DataConverter:
     into an encrypted payload too (Temporal keeps them in plain text otherwise). The SDK
     runs the codec before External Storage, so a payload is encrypted before it leaves the
     process."""
-    codec = encryption_codec(settings.temporal.encryption)
     encrypted: dict[str, Any] = {}
-    if codec is not None:
+    if settings.temporal.encryption.enabled:
+        # Imported here: `cryptography`'s bindings cost ~6 MB of RSS in a process that
+        # does not encrypt (tests/test_lean_imports.py).
+        from temporal_executor.tasks.payload_encryption import encryption_codec
+
         encrypted = {
-            "payload_codec": codec,
+            "payload_codec": encryption_codec(settings.temporal.encryption),
             "failure_converter_class": DefaultFailureConverterWithEncodedAttributes,
         }
     return dataclasses.replace(

@@ -12,6 +12,7 @@ import pytest
 
 from bench import sdk_call
 from bench.report import ROWS
+from bench.run import parse
 from bench.timeline import HISTORY_STEPS
 from temporal_executor.dev.embedded_stack import EmbeddedStack
 
@@ -126,3 +127,8 @@ def test_sdk_call_benchmark_times_each_provider_and_its_bare_request(
         "anthropic",
         "anthropic (bare httpx)",
     ]
+
+
+def test_sdk_mcp_picks_the_cases_with_and_without_an_mcp_server() -> None:
+    cases = {flag: parse(["--sdk-mcp", flag])[0].sdk_mcp for flag in ("with", "without", "both")}
+    assert cases == {"with": (True,), "without": (False,), "both": (False, True)}

@@ -67,6 +67,9 @@ def build_worker(client: Client, settings: Settings, activities: AgentActivities
         # The SDK sends heartbeats at most every 80% of the heartbeat timeout: 8 of the LLM
         # call's 10 s, so 2 s late on a busy host was a lost call. Every 2 s leaves 8.
         max_heartbeat_throttle_interval=HEARTBEAT_THROTTLE,
+        max_cached_workflows=settings.worker.max_cached_workflows,
+        max_concurrent_workflow_tasks=settings.worker.max_concurrent_workflow_tasks,
+        max_concurrent_activities=settings.worker.max_concurrent_activities,
         # The sandbox still checks every workflow call for determinism; passing modules
         # through instead of re-importing them for each workflow run took ~8 ms off a
         # task's first workflow task (docs/performance.md). Workflow code keeps no state

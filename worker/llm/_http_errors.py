@@ -23,25 +23,28 @@ from temporal_executor.worker.llm.errors import (
 )
 from temporal_executor.worker.redaction import redact
 
+_TRANSPORT_ERROR_CLASSES = {
+    "httpx2": "TransportError",
+    "httpx": "TransportError",
+    "aiohttp": "ClientError",
+}
 
-def _transport_errors() -> tuple[type[Exception], ...]:
-    """Connection errors and timeouts of the HTTP libraries the SDKs run on (httpx2 or
-    httpx; aiohttp, which google-genai uses for async calls once it is installed), raised
-    as they are, e.g. when a streamed response breaks off."""
+
+def transport_errors(*libraries: str) -> tuple[type[Exception], ...]:
+    """Connection errors and timeouts of the HTTP libraries an SDK runs on (`httpx2`,
+    `httpx`, `aiohttp`), raised as they are, e.g. when a streamed response breaks off.
+
+    Each provider names only its SDK's: importing the others would cost a worker memory
+    for nothing (`httpx` brings `click` and `pygments`; tests/test_lean_imports.py)."""
     found: list[type[Exception]] = []
-    for module, name in (
-        ("httpx2", "TransportError"),
-        ("httpx", "TransportError"),
-        ("aiohttp", "ClientError"),
-    ):
+    for library in libraries:
         try:
-            found.append(getattr(importlib.import_module(module), name))
+            module = importlib.import_module(library)
         except ImportError:  # pragma: no cover - depends on what else is installed
             continue
+        found.append(getattr(module, _TRANSPORT_ERROR_CLASSES[library]))
     return tuple(found)
 
-
-TRANSPORT_ERRORS = _transport_errors()
 
 # Provider error messages end up in events and logs; a whole HTML error page does not help.
 _MAX_DETAIL_CHARS = 500

@@ -22,8 +22,8 @@ from temporal_executor.schemas.config import ProviderSettings
 from temporal_executor.schemas.conversation import AssistantMessage, ChatMessage, ToolCall, Usage
 from temporal_executor.schemas.task import LlmCallInput, LlmCallResult
 from temporal_executor.worker.llm._http_errors import (
-    TRANSPORT_ERRORS,
     error_for_status,
+    transport_errors,
     unreachable,
 )
 from temporal_executor.worker.llm._provider_settings import (
@@ -45,6 +45,9 @@ from temporal_executor.worker.llm.streaming import DeltaSink
 # non-streaming calls whose max_tokens it estimates could take over 10 minutes. The
 # activity's start-to-close timeout is the real bound.
 _TIMEOUT = anthropic.Timeout(600.0, connect=5.0)
+
+# The HTTP libraries this SDK runs on (its async client's).
+TRANSPORT_ERRORS = transport_errors("httpx2")
 
 
 class AnthropicProvider:

@@ -37,8 +37,8 @@ from temporal_executor.schemas.config import ProviderSettings
 from temporal_executor.schemas.conversation import AssistantMessage, ChatMessage, ToolCall, Usage
 from temporal_executor.schemas.task import LlmCallInput, LlmCallResult
 from temporal_executor.worker.llm._http_errors import (
-    TRANSPORT_ERRORS,
     error_for_status,
+    transport_errors,
     unreachable,
 )
 from temporal_executor.worker.llm._provider_settings import (
@@ -64,6 +64,9 @@ from temporal_executor.worker.llm.streaming import DeltaSink
 # The placeholder signature Google documents for function calls from another source.
 SKIP_THOUGHT_SIGNATURE = base64.urlsafe_b64decode("skip_thought_signature_validator")
 GENERATED_ID_PREFIX = "gemini-"
+
+# The HTTP libraries this SDK runs on (its async client's).
+TRANSPORT_ERRORS = transport_errors("httpx", "httpx2", "aiohttp")
 
 
 class GeminiProvider:

@@ -30,8 +30,8 @@ from temporal_executor.schemas.conversation import (
 )
 from temporal_executor.schemas.task import LlmCallInput, LlmCallResult
 from temporal_executor.worker.llm._http_errors import (
-    TRANSPORT_ERRORS,
     error_for_status,
+    transport_errors,
     unreachable,
 )
 from temporal_executor.worker.llm._provider_settings import (
@@ -48,6 +48,9 @@ from temporal_executor.worker.llm.errors import (
     ProviderUnavailable,
 )
 from temporal_executor.worker.llm.streaming import DeltaSink
+
+# The HTTP libraries this SDK runs on (its async client's).
+TRANSPORT_ERRORS = transport_errors("httpx2")
 
 
 class OpenAIProvider:
