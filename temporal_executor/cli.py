@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 
 from temporal_executor.config_file import CONFIG_PATH_ENV, ConfigError, load_settings
 from temporal_executor.dev.stack import DevPorts
+from temporal_executor.processes import INTERRUPTED, until_interrupted
 from temporal_executor.schemas import json_schemas
 from temporal_executor.schemas.config import Settings
 from temporal_executor.schemas.requests import ApprovalReplied
@@ -53,7 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return asyncio.run(_run(args, settings))
     except KeyboardInterrupt:
-        return 130
+        return INTERRUPTED
     except Exception as exc:
         if not _is_config_problem(exc):
             raise
@@ -118,7 +119,7 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
     if command == "gateway":
         return await commands.gateway(settings)
     if command == "send":
-        return await commands.send(
+        sending = commands.send(
             settings,
             args.message,
             task_id=args.task_id or f"task-{uuid.uuid4().hex[:12]}",
@@ -129,6 +130,7 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
             follow=args.follow,
             stream=args.stream,
         )
+        return await until_interrupted(sending) if args.follow else await sending
     if command == "approve":
         return await commands.approve(
             settings,
