@@ -42,23 +42,18 @@ async def run_module(stack: EmbeddedStack, tmp_path: Path, *args: str) -> str:
     return text
 
 
+async def run_quick_bench(stack: EmbeddedStack, tmp_path: Path, *args: str) -> str:
+    """`python -m bench --quick --bus nats <args>`, its logs and configs under `tmp_path`."""
+    quick = ("bench", "--quick", "--bus", "nats", "--workdir", str(tmp_path))
+    return await run_module(stack, tmp_path, *quick, *args)
+
+
 async def test_quick_benchmark_prints_every_figure(
     embedded_stack: EmbeddedStack, tmp_path: Path
 ) -> None:
-    text = await run_module(
-        embedded_stack,
-        tmp_path,
-        "bench",
-        "--quick",
-        "--bus",
-        "nats",
-        # One sdk case: the sdk phase has a test of its own, and each case is two processes.
-        "--sdk-kinds",
-        "openai",
-        "--sdk-mcp",
-        "without",
-        "--workdir",
-        str(tmp_path),
+    # One sdk case: the sdk phase has a test of its own, and each case is two processes.
+    text = await run_quick_bench(
+        embedded_stack, tmp_path, "--sdk-kinds", "openai", "--sdk-mcp", "without"
     )
     table = [line for line in text.splitlines() if line.startswith("| ")]
     assert table[0].startswith("| figure | nats N=20 |")
@@ -86,21 +81,8 @@ async def test_sdk_phase_prints_real_sdk_and_mcp_figures(
     """`--phases sdk`: the worker with the OpenAI SDK against the local wire-format server,
     with and without an MCP server, prints latency and memory for each (tiny N); kinds not
     asked for (the scripted baseline, anthropic) print none."""
-    text = await run_module(
-        embedded_stack,
-        tmp_path,
-        "bench",
-        "--quick",
-        "--bus",
-        "nats",
-        "--phases",
-        "sdk",
-        "--sdk-kinds",
-        "openai",
-        "--sdk-tasks",
-        "3",
-        "--workdir",
-        str(tmp_path),
+    text = await run_quick_bench(
+        embedded_stack, tmp_path, "--phases", "sdk", "--sdk-kinds", "openai", "--sdk-tasks", "3"
     )
     rows = {line.split(" | ")[0][2:]: line for line in text.splitlines() if line.startswith("| 8.")}
     for name in ("openai", "openai + MCP"):
